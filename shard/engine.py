@@ -1,0 +1,517 @@
+"""The shard engine: one shard of one collection, usable in-process.
+
+A search runs in three steps, each in one place:
+
+1. candidates on the codes (``_candidates``): the probed lists of the IVF
+   index are scanned by the quantizer's numba kernel, keeping
+   ``ceil(limit * oversampling)`` per query;
+2. rescoring (``_rescore``): those candidates' originals are read from LMDB in
+   one read transaction and scored exactly;
+3. rerank: candidates sorted by exact score; the shard returns all of them (the
+   coordinator merges shards and takes the global head).
+
+Scores are "higher is better" for every distance: cosine similarity, dot
+product, and the *negated* L2 distance for euclid.
+
+Concurrency: one writer at a time (``_write_lock``); searches run in parallel
+with each other and with LMDB commits, and are excluded only while a write
+mutates the in-RAM arrays or the LMDB map grows (``_rw``).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import os
+import threading
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from shard.config import CollectionConfig, oversampled_top
+from shard.errors import AlreadyExists, InvalidArgument, NotFound
+from shard.index import ivf
+from shard.index.code_store import CodeStore
+from shard.kernels.exact import dot_rows, dot_rows_indexed, half_sqnorms
+from shard.kernels.topk import heap_push  # noqa: F401  (compiled with the kernels)
+from shard.quantization import make_quantizer
+from shard.rwlock import RWLock
+from shard.storage.lmdb_store import LmdbVectorStore
+
+log = logging.getLogger("quiver.shard")
+
+#: Points the product quantizer trains on (its k-means is d x 256 per point).
+PQ_TRAIN_SAMPLE = 20_000
+FORMAT_VERSION = b"1"
+
+
+@dataclass
+class Hits:
+    """Search results for one query, best first."""
+
+    ids: np.ndarray  # (k,) uint64
+    scores: np.ndarray  # (k,) float32
+    payloads: list | None = None
+    vectors: np.ndarray | None = None  # (k, d) float32
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def head(self, limit: int) -> "Hits":
+        return Hits(self.ids[:limit], self.scores[:limit],
+                    None if self.payloads is None else self.payloads[:limit],
+                    None if self.vectors is None else self.vectors[:limit])
+
+
+@dataclass
+class Records:
+    """Points fetched by id, in request order, only those found."""
+
+    ids: np.ndarray
+    payloads: list | None = None
+    vectors: np.ndarray | None = None
+
+
+class _Index:
+    """What a search reads besides the codes: centroids and the trained quantizer.
+    Replaced whole on retraining, so a search holds one consistent reference."""
+
+    def __init__(self, centroids: np.ndarray, quantizer, trained_n: int):
+        self.centroids = np.ascontiguousarray(centroids, np.float32)
+        self.half_cnorm = 0.5 * np.einsum("ij,ij->i", self.centroids, self.centroids)
+        self.quantizer = quantizer
+        self.trained_n = trained_n
+        self.nlist = len(self.centroids)
+        if quantizer is not None:
+            quantizer.set_centroids(self.centroids)
+
+
+def _encode_payloads(payloads, n: int) -> list[bytes | None] | None:
+    if payloads is None:
+        return None
+    if len(payloads) != n:
+        raise InvalidArgument(f"got {len(payloads)} payloads for {n} points; give one per point (or None)")
+    out = []
+    for i, p in enumerate(payloads):
+        if p is None:
+            out.append(None)
+            continue
+        if not isinstance(p, dict):
+            raise InvalidArgument(f"payload of point {i} must be a JSON object, got {type(p).__name__}")
+        try:
+            out.append(json.dumps(p, separators=(",", ":"), allow_nan=False).encode())
+        except (TypeError, ValueError, RecursionError) as e:
+            raise InvalidArgument(f"payload of point {i} is not valid JSON: {e}") from None
+    return out
+
+
+def _as_ids(ids) -> np.ndarray:
+    try:
+        arr = np.asarray(ids)
+    except Exception:
+        raise InvalidArgument("ids must be unsigned 64-bit integers") from None
+    if arr.ndim != 1:
+        raise InvalidArgument(f"ids must be a 1-d array, got shape {arr.shape}")
+    if arr.size and arr.dtype.kind == "i" and arr.min() < 0:
+        raise InvalidArgument("ids must be unsigned 64-bit integers; got a negative id")
+    if arr.size and arr.dtype.kind not in "iu":
+        raise InvalidArgument(f"ids must be unsigned 64-bit integers, got dtype {arr.dtype}")
+    return np.ascontiguousarray(arr, np.uint64)
+
+
+class ShardEngine:
+    # -- lifecycle ------------------------------------------------------
+    def __init__(self, path: str, config: CollectionConfig, store: LmdbVectorStore,
+                 progress: Callable[[str, int, int], None] | None = None):
+        self.path = path
+        self.config = config
+        self.dim = config.dim
+        self.distance = config.distance
+        self.use_sqnorm = config.distance == "euclid"
+        self.store = store
+        self.progress = progress or (lambda stage, done, total: log.debug("index %s %d/%d", stage, done, total))
+        self._write_lock = threading.Lock()
+        self._rw = store_rw = RWLock()
+        store._exclusive = store_rw.exclusive
+        self._index: _Index | None = None
+        self._codes: CodeStore | None = None
+        self.originals_read = 0
+        self.searches = 0
+
+    @classmethod
+    def create(cls, path: str, config: CollectionConfig, **kw) -> "ShardEngine":
+        if os.path.exists(os.path.join(path, "data.mdb")):
+            raise AlreadyExists(f"a shard already exists at {path}")
+        store = LmdbVectorStore(path, config.dim)
+        store.put_meta({"config": json.dumps(config.to_dict()).encode(), "format": FORMAT_VERSION})
+        return cls(path, config, store, **kw)
+
+    @classmethod
+    def open(cls, path: str, **kw) -> "ShardEngine":
+        if not os.path.exists(os.path.join(path, "data.mdb")):
+            raise NotFound(f"no shard at {path}")
+        probe = LmdbVectorStore(path, 1)
+        raw = probe.get_meta("config")
+        probe.close()
+        if raw is None:
+            raise NotFound(f"{path} holds no shard config")
+        config = CollectionConfig.from_dict(json.loads(raw))
+        eng = cls(path, config, LmdbVectorStore(path, config.dim), **kw)
+        eng._load()
+        return eng
+
+    def _load(self) -> None:
+        raw = self.store.get_meta("index")
+        if raw is None:
+            return
+        arrays = dict(np.load(io.BytesIO(raw)))
+        quantizer = make_quantizer(self.config)
+        if quantizer is not None:
+            quantizer.load_state({k[2:]: v for k, v in arrays.items() if k.startswith("q_")})
+        index = _Index(arrays["centroids"], quantizer, int(arrays["trained_n"]))
+        codes = self._new_code_store(index)
+        ids, recs = self.store.all_code_records(codes.record.itemsize)
+        codes.load_records(ids, recs)
+        self._index, self._codes = index, codes
+        log.info("opened shard %s: %d points, %d lists", self.path, codes.n, index.nlist)
+
+    def close(self) -> None:
+        with self._write_lock, self._rw.exclusive():
+            self.store.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- validation -----------------------------------------------------
+    def _vectors(self, vectors, what: str = "vector") -> np.ndarray:
+        try:
+            x = np.asarray(vectors, dtype=np.float32)
+        except (TypeError, ValueError):
+            raise InvalidArgument(f"{what}s must be numeric arrays") from None
+        if x.ndim == 1:
+            x = x[None, :]
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            got = x.shape[-1] if x.ndim >= 1 else 0
+            raise InvalidArgument(f"{what} dimension is {got}, the collection's is {self.dim}")
+        bad = ~np.isfinite(x).all(axis=1)
+        if bad.any():
+            raise InvalidArgument(f"{what} {int(np.argmax(bad))} contains NaN or Inf")
+        x = np.ascontiguousarray(x, np.float32)
+        if self.distance == "cosine":
+            norms = np.linalg.norm(x, axis=1)
+            if (norms == 0).any():
+                raise InvalidArgument(f"{what} {int(np.argmax(norms == 0))} is all zeros, "
+                                      "which has no direction under cosine distance")
+            x = x / norms[:, None]
+        return x
+
+    # -- writes ---------------------------------------------------------
+    def upsert(self, ids, vectors, payloads=None) -> None:
+        """Insert or replace points, atomically and durably.
+
+        ids: (n,) uint64; vectors: (n, d) float32; payloads: one JSON object
+        (dict) or None per point. Within a batch, the last occurrence of a
+        repeated id wins.
+        """
+        ids = _as_ids(ids)
+        x = self._vectors(vectors)
+        if len(x) != len(ids):
+            raise InvalidArgument(f"got {len(ids)} ids for {len(x)} vectors")
+        blobs = _encode_payloads(payloads, len(ids))
+        if len(ids) == 0:
+            return
+        _, last = np.unique(ids[::-1], return_index=True)
+        if len(last) != len(ids):  # repeated ids: keep each one's last occurrence
+            keep = np.sort(len(ids) - 1 - last)
+            ids, x = ids[keep], x[keep]
+            blobs = None if blobs is None else [blobs[i] for i in keep]
+        with self._write_lock:
+            meta = None
+            index = self._index
+            if index is None:  # first write trains on the batch itself
+                index = self._train(x, len(x))
+                meta = self._index_meta(index)
+            codes = self._codes if self._index is index else self._new_code_store(index)
+            lists, code, factors, hsq = self._encode(index, x)
+            self.store.put_points(ids, x, blobs, codes.make_records(lists, code, factors, hsq), meta)
+            with self._rw.exclusive():
+                codes.upsert(ids, lists, code, factors, hsq)
+                self._index, self._codes = index, codes
+            if codes.n >= index.trained_n * self.config.index.retrain_growth:
+                self._retrain()
+
+    def delete(self, ids) -> int:
+        """Delete points by id; returns how many existed."""
+        ids = np.unique(_as_ids(ids))
+        if len(ids) == 0:
+            return 0
+        with self._write_lock:
+            found = self.store.delete_points(ids)
+            if self._codes is not None:
+                with self._rw.exclusive():
+                    self._codes.delete(ids[found])
+            return int(found.sum())
+
+    # -- training -------------------------------------------------------
+    def _new_code_store(self, index: _Index) -> CodeStore:
+        q = index.quantizer
+        if q is None:
+            return CodeStore(0, np.uint8, 0, index.nlist)
+        return CodeStore(q.code_width, q.code_dtype, q.n_factors, index.nlist)
+
+    def _train(self, sample: np.ndarray, n_total: int) -> _Index:
+        """Train centroids and quantizer on a sample (m, d) for a shard of n_total points."""
+        ic = self.config.index
+        if len(sample) > ic.train_sample:
+            rng = np.random.default_rng(self.config.quantization.seed)
+            sample = sample[np.sort(rng.choice(len(sample), ic.train_sample, replace=False))]
+        if n_total < max(ic.full_scan_threshold, 1):
+            centroids = sample.mean(axis=0, keepdims=True)
+        else:
+            nlist = ic.nlist or ivf.auto_nlist(n_total)
+            centroids = ivf.kmeans(sample, nlist, self.config.quantization.seed, self.progress)
+        quantizer = make_quantizer(self.config)
+        if quantizer is not None:
+            lists = ivf.assign(sample, centroids)
+            fit_on = sample - centroids[lists]
+            if self.config.quantization.kind == "product" and len(fit_on) > PQ_TRAIN_SAMPLE:
+                fit_on = fit_on[np.random.default_rng(0).choice(len(fit_on), PQ_TRAIN_SAMPLE, replace=False)]
+            quantizer.fit(np.ascontiguousarray(fit_on, np.float32))
+        return _Index(centroids, quantizer, max(1, n_total))
+
+    def _encode(self, index: _Index, x: np.ndarray):
+        lists = ivf.assign(x, index.centroids)
+        hsq = half_sqnorms(x)
+        if index.quantizer is None:
+            return lists, None, None, hsq
+        c = index.centroids[lists]
+        code, factors = index.quantizer.encode(x - c, c)
+        return lists, code, factors, hsq
+
+    def _index_meta(self, index: _Index) -> dict[str, bytes]:
+        buf = io.BytesIO()
+        state = {} if index.quantizer is None else index.quantizer.state()
+        np.savez(buf, centroids=index.centroids, trained_n=np.int64(index.trained_n),
+                 **{f"q_{k}": v for k, v in state.items()})
+        return {"index": buf.getvalue()}
+
+    def _retrain(self) -> None:
+        """Retrain on a sample of the originals and re-encode every point.
+
+        Runs under the write lock; searches keep using the old index until the
+        new one (and its persisted code records) are complete, then switch.
+        """
+        live = self._codes.live_ids()
+        n = len(live)
+        rng = np.random.default_rng(self.config.quantization.seed + n)
+        pick = np.sort(rng.choice(live, min(n, self.config.index.train_sample), replace=False))
+        with self.store.read_txn() as txn:
+            _, sample = self.store.get_vectors(txn, pick)
+        self.progress("sample", len(sample), len(sample))
+        index = self._train(np.ascontiguousarray(sample), n)
+        codes = self._new_code_store(index)
+        all_ids, all_recs = [], []
+        done = 0
+        for ids, x in self.store.iter_vectors(chunk=16_384):
+            lists, code, factors, hsq = self._encode(index, x)
+            all_ids.append(ids)
+            all_recs.append(codes.make_records(lists, code, factors, hsq))
+            done += len(ids)
+            self.progress("encode", done, n)
+        ids = np.concatenate(all_ids) if all_ids else np.zeros(0, np.uint64)
+        recs = np.concatenate(all_recs) if all_recs else np.zeros(0, codes.record)
+        self.store.put_meta(self._index_meta(index), code_records=(ids, recs.view(np.uint8).reshape(len(ids), -1)))
+        codes.load_records(ids, recs)
+        with self._rw.exclusive():
+            self._index, self._codes = index, codes
+        log.info("shard %s retrained: %d points, %d lists", self.path, n, index.nlist)
+
+    # -- reads ----------------------------------------------------------
+    def count(self) -> int:
+        return 0 if self._codes is None else self._codes.n
+
+    def retrieve(self, ids, with_payload: bool = True, with_vector: bool = False) -> Records:
+        ids = _as_ids(ids)
+        with self._rw.shared(), self.store.read_txn() as txn:
+            found, x = self.store.get_vectors(txn, ids)
+            ids = ids[found]
+            payloads = self._payloads(txn, ids) if with_payload else None
+        return Records(ids, payloads, x.copy() if with_vector else None)
+
+    def _payloads(self, txn, ids) -> list:
+        return [None if b is None else json.loads(b) for b in self.store.get_payloads(txn, ids)]
+
+    def search(self, query, limit: int, oversampling: float = 1.0, rescore: bool = True,
+               ignore: bool = False, exact: bool = False, effort: int | None = None,
+               with_payload: bool = False, with_vector: bool = False,
+               score_threshold: float | None = None) -> Hits:
+        q = np.asarray(query, dtype=np.float32) if not isinstance(query, np.ndarray) else query
+        if q.ndim != 1:
+            raise InvalidArgument(f"a query is one vector; got shape {q.shape} (use search_batch)")
+        return self.search_batch(q[None, :], limit, oversampling, rescore, ignore, exact, effort,
+                                 with_payload, with_vector, score_threshold)[0]
+
+    def search_batch(self, queries, limit: int, oversampling: float = 1.0, rescore: bool = True,
+                     ignore: bool = False, exact: bool = False, effort: int | None = None,
+                     with_payload: bool = False, with_vector: bool = False,
+                     score_threshold: float | None = None) -> list[Hits]:
+        """Search m queries (m, d) at once; the batch shares one rotation, one
+        probe selection, one kernel call and one LMDB read transaction."""
+        k = oversampled_top(limit, oversampling)
+        qx = np.asarray(queries, dtype=np.float32)
+        if qx.ndim != 2:
+            raise InvalidArgument(f"queries must be a 2-d array (m, {self.dim}), got shape {qx.shape}")
+        Q = self._vectors(qx, "query")
+        if effort is not None and (isinstance(effort, bool) or int(effort) < 1):
+            raise InvalidArgument(f"effort (nprobe) must be >= 1, got {effort}")
+        if score_threshold is not None and not math.isfinite(float(score_threshold)):
+            raise InvalidArgument("score_threshold must be a finite number")
+        self.searches += len(Q)
+        with self._rw.shared():
+            index, codes = self._index, self._codes
+            if index is None or codes.n == 0:
+                return [Hits(np.zeros(0, np.uint64), np.zeros(0, np.float32),
+                             [] if with_payload else None,
+                             np.zeros((0, self.dim), np.float32) if with_vector else None) for _ in Q]
+            with self.store.read_txn() as txn:
+                if exact:
+                    ids, ranks = self._exact_scan(txn, Q, k)
+                else:
+                    probes = self._probes(index, codes, Q, k, effort)
+                    if index.quantizer is None or ignore:
+                        ids, ranks = self._originals_scan(txn, index, codes, Q, probes, k)
+                    else:
+                        ids, ranks = self._candidates(index, codes, Q, probes, k)
+                        if rescore:
+                            ids, ranks = self._rescore(txn, Q, ids)
+                return self._finish(txn, Q, ids, ranks, with_payload, with_vector, score_threshold)
+
+    # -- search steps ---------------------------------------------------
+    def _probes(self, index: _Index, codes: CodeStore, Q, k, effort):
+        _, _, sizes = codes.layout()
+        nprobe = int(effort) if effort else (self.config.index.nprobe or ivf.auto_nprobe(index.nlist))
+        qc = Q @ index.centroids.T
+        return ivf.select_probes(qc, index.half_cnorm, sizes, nprobe, k), qc
+
+    def _candidates(self, index: _Index, codes: CodeStore, Q, probes, k):
+        """Step 1: top-k per query on the codes. Returns lists of (ids, approx ranks)."""
+        probe, qc = probes
+        prepared, const = index.quantizer.prepare(Q)
+        base = np.ascontiguousarray(qc + const[:, None], np.float32)
+        offsets, members, _ = codes.layout()
+        out_s = np.full((len(Q), k), -np.inf, np.float32)
+        out_i = np.full((len(Q), k), -1, np.int64)
+        counts = index.quantizer.scan(prepared, base, probe, offsets, members, codes.codes, codes.factors,
+                                      codes.half_sqnorm, self.use_sqnorm, out_s, out_i)
+        return ([codes.slot_ids[out_i[i, :c]] for i, c in enumerate(counts)],
+                [out_s[i, :c] for i, c in enumerate(counts)])
+
+    def _gather(self, txn, id_lists):
+        """Originals of the union of candidate ids, read once for the batch.
+
+        Returns (ids per query that still exist, rows into the block per query, block).
+        """
+        allids = np.concatenate(id_lists) if id_lists else np.zeros(0, np.uint64)
+        uniq, inverse = np.unique(allids, return_inverse=True)
+        found, block = self.store.get_vectors(txn, uniq)
+        self.originals_read += len(uniq)
+        row_of = np.cumsum(found) - 1
+        out_ids, out_rows, start = [], [], 0
+        for ids in id_lists:
+            inv = inverse[start:start + len(ids)]
+            start += len(ids)
+            ok = found[inv]
+            out_ids.append(ids[ok])
+            out_rows.append(row_of[inv[ok]])
+        return out_ids, out_rows, block
+
+    def _exact_ranks(self, block, rows, q, hsq):
+        r = dot_rows_indexed(block, rows, q)
+        if self.use_sqnorm:
+            r -= hsq[rows]
+        return r
+
+    def _rescore(self, txn, Q, id_lists):
+        """Step 2 and 3: exact ranks of the candidates, best first."""
+        ids_l, rows_l, block = self._gather(txn, id_lists)
+        hsq = half_sqnorms(block) if self.use_sqnorm else None
+        out_ids, out_ranks = [], []
+        for q, ids, rows in zip(Q, ids_l, rows_l):
+            r = self._exact_ranks(block, rows, q, hsq)
+            order = np.argsort(-r, kind="stable")
+            out_ids.append(ids[order])
+            out_ranks.append(r[order])
+        return out_ids, out_ranks
+
+    def _originals_scan(self, txn, index, codes, Q, probes, k):
+        """Every point of the probed lists scored exactly on its original."""
+        probe, _ = probes
+        offsets, members, _ = codes.layout()
+        lists = [p[p >= 0] for p in probe]
+        cand = [codes.slot_ids[members[np.concatenate([np.arange(offsets[l], offsets[l + 1]) for l in ls])]]
+                for ls in lists]
+        ids, ranks = self._rescore(txn, Q, cand)
+        return [i[:k] for i in ids], [r[:k] for r in ranks]
+
+    def _exact_scan(self, txn, Q, k):
+        """Every original, scored exactly, streamed from LMDB in chunks."""
+        best_ids = [np.zeros(0, np.uint64) for _ in Q]
+        best_r = [np.zeros(0, np.float32) for _ in Q]
+        for ids, x in self.store.iter_vectors(chunk=16_384):
+            self.originals_read += len(ids)
+            hsq = half_sqnorms(x) if self.use_sqnorm else None
+            for i, q in enumerate(Q):
+                r = dot_rows(x, q)
+                if hsq is not None:
+                    r -= hsq
+                cand_r = np.concatenate([best_r[i], r])
+                cand_i = np.concatenate([best_ids[i], ids])
+                top = np.argsort(-cand_r, kind="stable")[:k]
+                best_r[i], best_ids[i] = cand_r[top], cand_i[top]
+        return best_ids, best_r
+
+    def _finish(self, txn, Q, ids_l, ranks_l, with_payload, with_vector, score_threshold) -> list[Hits]:
+        out = []
+        qn2 = np.einsum("ij,ij->i", Q, Q) if self.use_sqnorm else None
+        for i, (ids, ranks) in enumerate(zip(ids_l, ranks_l)):
+            scores = self._scores(ranks, None if qn2 is None else qn2[i])
+            if score_threshold is not None:
+                keep = scores >= score_threshold
+                ids, scores = ids[keep], scores[keep]
+            ids = np.ascontiguousarray(ids, np.uint64)
+            payloads = self._payloads(txn, ids) if with_payload else None
+            vectors = None
+            if with_vector:
+                _, vectors = self.store.get_vectors(txn, ids)
+                vectors = vectors.copy()
+            out.append(Hits(ids, scores.astype(np.float32), payloads, vectors))
+        return out
+
+    def _scores(self, ranks, qn2):
+        """API scores from internal ranks (inner product, or <o,q> - ||o||^2/2 for euclid)."""
+        if qn2 is None:
+            return np.asarray(ranks, np.float32)
+        return -np.sqrt(np.maximum(qn2 - 2.0 * np.asarray(ranks, np.float64), 0.0)).astype(np.float32)
+
+    # -- introspection --------------------------------------------------
+    def stats(self) -> dict:
+        codes = self._codes
+        index = self._index
+        ram = 0 if codes is None else codes.ram_bytes()
+        if index is not None:
+            ram += index.centroids.nbytes
+        return {
+            "points": self.count(),
+            "ram_bytes": int(ram),
+            "disk_bytes": self.store.disk_bytes(),
+            "originals_read": int(self.originals_read),
+            "searches": int(self.searches),
+            "lists": 0 if index is None else index.nlist,
+            "code_bytes_per_vector": 0 if index is None or index.quantizer is None else index.quantizer.code_bytes,
+        }

@@ -1,0 +1,140 @@
+"""The in-RAM side of a shard: codes by slot, the id -> slot map, the list layout.
+
+A slot is a row of the code arrays. Deleted slots go on a free list and are
+reused; the list layout (CSR of slots by list) is rebuilt lazily by a counting
+sort when a search finds it stale, so a write costs O(batch) and a burst of
+writes costs one O(n) rebuild.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from shard.kernels.idmap import idmap_get, idmap_pop, idmap_set, new_idmap
+from shard.kernels.layout import build_lists
+
+
+def record_dtype(code_width: int, code_dtype: np.dtype, n_factors: int) -> np.dtype:
+    """The persisted code record of one point (little-endian, packed)."""
+    fields = [("list", "<i4"), ("half_sqnorm", "<f4")]
+    if n_factors:
+        fields.append(("factors", "<f4", (n_factors,)))
+    if code_width:
+        fields.append(("code", np.dtype(code_dtype).newbyteorder("<"), (code_width,)))
+    return np.dtype(fields)
+
+
+class CodeStore:
+    def __init__(self, code_width: int, code_dtype, n_factors: int, nlist: int, capacity: int = 1024):
+        self.code_width = code_width
+        self.code_dtype = np.dtype(code_dtype)
+        self.n_factors = n_factors
+        self.nlist = nlist
+        self.record = record_dtype(code_width, code_dtype, n_factors)
+        cap = max(16, capacity)
+        self.codes = np.zeros((cap, code_width), self.code_dtype)
+        self.factors = np.zeros((cap, n_factors), np.float32)
+        self.half_sqnorm = np.zeros(cap, np.float32)
+        self.list_of_slot = np.full(cap, -1, np.int32)
+        self.slot_ids = np.zeros(cap, np.uint64)
+        self.high = 0  # slots [0, high) have been used
+        self.free = np.zeros(0, np.int64)
+        self.idmap = new_idmap()
+        self.n = 0
+        self._layout = None
+
+    # -- records --------------------------------------------------------
+    def make_records(self, lists, codes, factors, half_sqnorm) -> np.ndarray:
+        rec = np.zeros(len(lists), self.record)
+        rec["list"] = lists
+        rec["half_sqnorm"] = half_sqnorm
+        if self.n_factors:
+            rec["factors"] = factors
+        if self.code_width:
+            rec["code"] = codes
+        return rec
+
+    def load_records(self, ids: np.ndarray, rec: np.ndarray) -> None:
+        """Fill an empty store from persisted records."""
+        rec = rec.view(self.record).reshape(-1) if rec.dtype != self.record else rec
+        codes = rec["code"] if self.code_width else None
+        factors = rec["factors"] if self.n_factors else None
+        self.upsert(ids, rec["list"], codes, factors, rec["half_sqnorm"])
+
+    # -- writes ---------------------------------------------------------
+    def _grow(self, need: int) -> None:
+        cap = len(self.slot_ids)
+        if need <= cap:
+            return
+        new = max(need, cap * 2)
+
+        def grown(a, fill=0):
+            b = np.full((new,) + a.shape[1:], fill, a.dtype)
+            b[:cap] = a
+            return b
+
+        self.codes = grown(self.codes)
+        self.factors = grown(self.factors)
+        self.half_sqnorm = grown(self.half_sqnorm)
+        self.list_of_slot = grown(self.list_of_slot, -1)
+        self.slot_ids = grown(self.slot_ids)
+
+    def upsert(self, ids, lists, codes, factors, half_sqnorm) -> None:
+        """Insert or replace points (ids unique within the call)."""
+        keys = np.ascontiguousarray(ids, np.uint64).view(np.int64)
+        slots = idmap_get(self.idmap, keys)
+        new = slots < 0
+        n_new = int(new.sum())
+        if n_new:
+            reuse = self.free[-n_new:] if len(self.free) else self.free
+            self.free = self.free[: len(self.free) - len(reuse)]
+            fresh = np.arange(self.high, self.high + n_new - len(reuse), dtype=np.int64)
+            self.high += len(fresh)
+            self._grow(self.high)
+            slots[new] = np.concatenate([reuse, fresh])
+            idmap_set(self.idmap, keys[new], slots[new])
+            self.n += n_new
+        if self.code_width:
+            self.codes[slots] = codes
+        if self.n_factors:
+            self.factors[slots] = factors
+        self.half_sqnorm[slots] = half_sqnorm
+        self.list_of_slot[slots] = lists
+        self.slot_ids[slots] = ids
+        self._layout = None
+
+    def delete(self, ids) -> np.ndarray:
+        """Remove points; returns a bool mask of the ids that were present."""
+        keys = np.ascontiguousarray(ids, np.uint64).view(np.int64)
+        slots = idmap_pop(self.idmap, keys)
+        found = slots >= 0
+        gone = slots[found]
+        self.list_of_slot[gone] = -1
+        self.free = np.concatenate([self.free, gone])
+        self.n -= len(gone)
+        self._layout = None
+        return found
+
+    # -- reads ----------------------------------------------------------
+    def contains(self, ids) -> np.ndarray:
+        keys = np.ascontiguousarray(ids, np.uint64).view(np.int64)
+        return idmap_get(self.idmap, keys) >= 0
+
+    def layout(self):
+        """(offsets, members, list_sizes) of the current lists, rebuilt if stale."""
+        lay = self._layout
+        if lay is None:
+            offsets, members = build_lists(self.list_of_slot[: self.high], self.nlist)
+            lay = (offsets, members, np.diff(offsets))
+            self._layout = lay
+        return lay
+
+    def live_ids(self) -> np.ndarray:
+        live = self.list_of_slot[: self.high] >= 0
+        return self.slot_ids[: self.high][live]
+
+    def ram_bytes(self) -> int:
+        arrays = (self.codes, self.factors, self.half_sqnorm, self.list_of_slot, self.slot_ids, self.free)
+        layout = sum(a.nbytes for a in self._layout) if self._layout else 0
+        # numba's typed dict: ~16 bytes of entry plus index and hash per key
+        return int(sum(a.nbytes for a in arrays) + layout + 48 * self.n)

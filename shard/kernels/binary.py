@@ -1,0 +1,134 @@
+"""Scan kernels for binary codes (1, 1.5 and 2 bits per dimension).
+
+A code is ``n_planes`` bit planes of D bits (D a multiple of 64), stored as
+``n_planes * W`` uint64 words (W = D / 64), word w of a plane holding
+dimensions 64w .. 64w+63, least significant bit first. Level of dimension j:
+``xbar_j = w0 + sum_p plane_w[p] * bit_p(j)``.
+
+The query side of list l is ``v = P q - P c_l`` (the rotated query residual),
+held at ``qbits`` bits: ``v_j ~ lo + delta * qq_j``. With bit planes of qq,
+``sum_j bit_p(j) * qq_j = sum_b 2^b popcount(plane_p & qplane_b)``, so the
+estimate needs only AND and POPCNT:
+
+    <xbar, v> = w0 * sum_j v_j + sum_p plane_w[p] * (lo * |plane_p| + delta * sum_j bit_p(j) qq_j)
+    est<o, q> = base[l] + factors[o, 0] + factors[o, 1] * <xbar, v>
+
+where base[l] = <c_l, q>, factors[o, 0] = <r_o, c_l> and factors[o, 1] =
+||r_o|| / <xbar_o, P u_o> (the RaBitQ-style unbiasing factor).
+"""
+
+import numpy as np
+from numba import njit
+
+from shard.kernels.bits import popcount64
+from shard.kernels.topk import heap_push, heap_sorted
+
+
+@njit(nogil=True, cache=True, fastmath=True, boundscheck=False)
+def quantize_query_planes(v, qbits, qplanes):
+    """Hold the rotated residual v (D,) float32 at ``qbits`` bits as bit planes.
+
+    qplanes: (qbits, W) uint64, filled. ``qbits == 1`` is the symmetric
+    (Hamming) encoding: the sign of v, each at magnitude mean|v|.
+    Returns (lo, delta, sum of the held values).
+    """
+    D = v.shape[0]
+    W = D // 64
+    if qbits == 1:
+        qplanes[:, :] = 0
+        a = np.float32(0.0)
+        for j in range(D):
+            a += abs(v[j])
+        a = a / D
+        lo = -a
+        delta = 2 * a
+        total = np.float32(0.0)
+        for j in range(D):
+            if v[j] > 0:
+                qplanes[0, j >> 6] |= np.uint64(1) << np.uint64(j & 63)
+                total += a
+            else:
+                total -= a
+        return lo, delta, total
+    vmin = v[0]
+    vmax = v[0]
+    for j in range(1, D):
+        if v[j] < vmin:
+            vmin = v[j]
+        if v[j] > vmax:
+            vmax = v[j]
+    levels = (1 << qbits) - 1
+    delta = (vmax - vmin) / levels
+    if delta <= 0:
+        delta = np.float32(1.0)
+    inv = 1.0 / delta
+    qq = np.empty(D, np.int64)
+    qsum = 0
+    for j in range(D):
+        t = int((v[j] - vmin) * inv + 0.5)
+        if t > levels:
+            t = levels
+        qq[j] = t
+        qsum += t
+    # one register per (plane, word): 64 shifts and ORs, no read-modify-write of memory
+    for b in range(qbits):
+        for w in range(W):
+            word = np.uint64(0)
+            for j in range(64):
+                word |= np.uint64((qq[w * 64 + j] >> b) & 1) << np.uint64(j)
+            qplanes[b, w] = word
+    total = vmin * D + delta * qsum
+    return vmin, delta, total
+
+
+@njit(nogil=True, cache=True, fastmath=True, boundscheck=False)
+def binary_scan(qrot, crot, base, probes, offsets, members, codes, factors,
+                half_sqnorm, use_sqnorm, plane_w, w0, qbits, out_scores, out_slots):
+    """Top-k slots by estimated score over the probed lists, for m queries.
+
+    qrot: (m, D) float32 rotated queries; crot: (nlist, D) float32 rotated
+    centroids; base: (m, nlist) float32, <c_l, q>; probes: (m, nprobe) int32,
+    -1 padded; offsets/members: the list layout; codes: (cap, P * W) uint64;
+    factors: (cap, 2) float32; half_sqnorm: (cap,) float32, 0.5 ||o||^2,
+    subtracted when ``use_sqnorm`` (euclid); plane_w: (P,) float32.
+    out_scores (m, k) float32, out_slots (m, k) int64: filled best first.
+    Returns counts (m,) int64, the number of valid entries per query.
+    """
+    m, D = qrot.shape
+    W = D // 64
+    P = plane_w.shape[0]
+    counts = np.zeros(m, np.int64)
+    qplanes = np.zeros((qbits, W), np.uint64)
+    v = np.empty(D, np.float32)
+    for qi in range(m):
+        hs = out_scores[qi]
+        hi = out_slots[qi]
+        size = 0
+        for pi in range(probes.shape[1]):
+            l = probes[qi, pi]
+            if l < 0:
+                break
+            for j in range(D):
+                v[j] = qrot[qi, j] - crot[l, j]
+            lo, delta, total = quantize_query_planes(v, qbits, qplanes)
+            b0 = base[qi, l]
+            c0 = w0 * total
+            for t in range(offsets[l], offsets[l + 1]):
+                s = members[t]
+                dot = c0
+                for p in range(P):
+                    cnt = np.uint64(0)
+                    acc = np.uint64(0)
+                    for w in range(W):
+                        x = codes[s, p * W + w]
+                        cnt += popcount64(x)
+                        for b in range(qbits):
+                            acc += popcount64(x & qplanes[b, w]) << np.uint64(b)
+                    dot += plane_w[p] * (lo * np.float32(cnt) + delta * np.float32(acc))
+                est = b0 + factors[s, 0] + factors[s, 1] * dot
+                if use_sqnorm:
+                    est -= half_sqnorm[s]
+                size = heap_push(hs, hi, size, est, s)
+        heap_sorted(hs, hi, size)
+        counts[qi] = size
+    return counts

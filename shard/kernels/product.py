@@ -1,0 +1,66 @@
+"""Kernels for product-quantized codes of list residuals: lookup tables and scan.
+
+A code is M bytes, one centroid index per subspace. For query q the lookup
+table holds ``lut[m, c] = <q_m, codebook[m, c]>`` so ``<q, r> ~ sum_m lut[m, code_m]``.
+"""
+
+import numpy as np
+from numba import njit
+
+from shard.kernels.topk import heap_push, heap_sorted
+
+
+@njit(nogil=True, cache=True, fastmath=True, boundscheck=False)
+def product_luts(qpad, codebooks):
+    """Lookup tables for m queries.
+
+    qpad: (m, M * dsub) float32, queries zero-padded to the subspaces;
+    codebooks: (M, K, dsub) float32. Returns (m, M, K) float32.
+    """
+    m = qpad.shape[0]
+    M, K, dsub = codebooks.shape
+    lut = np.empty((m, M, K), np.float32)
+    for qi in range(m):
+        for sm in range(M):
+            off = sm * dsub
+            for c in range(K):
+                acc = np.float32(0.0)
+                for j in range(dsub):
+                    acc += qpad[qi, off + j] * codebooks[sm, c, j]
+                lut[qi, sm, c] = acc
+    return lut
+
+
+@njit(nogil=True, cache=True, fastmath=True, boundscheck=False)
+def product_scan(lut, base, probes, offsets, members, codes, half_sqnorm, use_sqnorm,
+                 out_scores, out_slots):
+    """Top-k slots by estimated score for m queries.
+
+    lut: (m, M, K) float32; codes: (cap, M) uint8; other arguments as in
+    ``binary_scan``. Returns counts (m,) int64.
+    """
+    m = lut.shape[0]
+    M = lut.shape[1]
+    counts = np.zeros(m, np.int64)
+    for qi in range(m):
+        hs = out_scores[qi]
+        hi = out_slots[qi]
+        table = lut[qi]
+        size = 0
+        for pi in range(probes.shape[1]):
+            l = probes[qi, pi]
+            if l < 0:
+                break
+            b0 = base[qi, l]
+            for t in range(offsets[l], offsets[l + 1]):
+                s = members[t]
+                acc = np.float32(0.0)
+                for sm in range(M):
+                    acc += table[sm, codes[s, sm]]
+                est = b0 + acc
+                if use_sqnorm:
+                    est -= half_sqnorm[s]
+                size = heap_push(hs, hi, size, est, s)
+        heap_sorted(hs, hi, size)
+        counts[qi] = size
+    return counts

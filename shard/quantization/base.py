@@ -1,0 +1,53 @@
+"""The one small interface every quantizer implements.
+
+Quantizers encode *residuals*: a point o in list l is coded as r = o - c_l, and
+every quantizer estimates the inner product ``<q, o> = <c_l, q> + <q, r>``.
+The engine computes ``<c_l, q>`` once per query and list; a quantizer adds its
+own per-query constant and scores codes. Distances reduce to inner products
+(cosine on normalised vectors, euclid through ``0.5 ||o||^2``), so one estimate
+serves all three.
+
+No storage, gRPC or engine imports here: a quantizer is arrays in, arrays out.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+
+class Quantizer(Protocol):
+    #: bytes of RAM per vector for the code and its per-vector factors
+    code_bytes: int
+    #: numpy dtype and width of one row of the codes array
+    code_dtype: np.dtype
+    code_width: int
+    #: number of float32 per-vector factors stored beside the code
+    n_factors: int
+
+    def fit(self, residuals: np.ndarray) -> None:
+        """Learn parameters from a sample of residuals (n, d) float32."""
+
+    def encode(self, residuals: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Codes (n, code_width) and factors (n, n_factors) float32 of residuals
+        (n, d) whose list centroids are the rows of ``centroids`` (n, d)."""
+
+    def set_centroids(self, centroids: np.ndarray) -> None:
+        """Called when the list centroids (nlist, d) change."""
+
+    def prepare(self, queries: np.ndarray) -> tuple[object, np.ndarray]:
+        """Per-query state for ``scan`` and the per-query constant (m,) float32
+        added to every list's ``<c_l, q>``."""
+
+    def scan(self, prepared, base, probes, offsets, members, codes, factors,
+             half_sqnorm, use_sqnorm, out_scores, out_slots) -> np.ndarray:
+        """Run the numba scan kernel; returns counts (m,) int64."""
+
+    def reference_scores(self, queries: np.ndarray, lists: np.ndarray, centroids: np.ndarray,
+                         codes: np.ndarray, factors: np.ndarray) -> np.ndarray:
+        """Plain numpy estimate of ``<q, o>`` (m, n) for coded points whose
+        lists are ``lists`` (n,): the slow, obviously-correct twin of ``scan``."""
+
+    def state(self) -> dict[str, np.ndarray]:
+        """Arrays that, with the config, rebuild an identical quantizer."""

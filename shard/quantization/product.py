@@ -1,0 +1,85 @@
+"""Product quantization of residuals: k-means codebooks per subspace, LUT scoring."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from shard.kernels.kmeans import pq_assign, pq_update
+from shard.kernels.product import product_luts, product_scan
+
+#: float32 dimensions per one-byte subquantizer, by compression ratio.
+SUBSPACE_DIMS = {"x4": 1, "x8": 2, "x16": 4, "x32": 8, "x64": 16}
+TRAIN_ITERATIONS = 12
+
+
+class ProductQuantizer:
+    """M = ceil(d / dsub) subspaces of dsub dimensions, 256 codewords each.
+
+    Each code byte stands for dsub float32 values, so compression is
+    ``4 * dsub`` (x4 .. x64). Residuals are padded with zeros to ``M * dsub``.
+    """
+
+    code_dtype = np.dtype(np.uint8)
+    n_factors = 0
+
+    def __init__(self, dim: int, compression: str = "x16", seed: int = 0):
+        self.dim = dim
+        self.dsub = SUBSPACE_DIMS[compression]
+        self.M = int(math.ceil(dim / self.dsub))
+        self.K = 256
+        self.code_width = self.M
+        self.code_bytes = self.M
+        self.seed = seed
+        self.codebooks: np.ndarray | None = None  # (M, K, dsub) float32
+
+    def _pad(self, x: np.ndarray) -> np.ndarray:
+        width = self.M * self.dsub
+        if x.shape[1] == width:
+            return np.ascontiguousarray(x, np.float32)
+        out = np.zeros((len(x), width), np.float32)
+        out[:, : x.shape[1]] = x
+        return out
+
+    def fit(self, residuals: np.ndarray) -> None:
+        x = self._pad(residuals)
+        n = len(x)
+        rng = np.random.default_rng(self.seed + 104729)
+        # initial codewords: distinct training rows (repeated if n < K)
+        pick = rng.permutation(n)[: self.K] if n >= self.K else rng.integers(0, n, self.K)
+        cb = x[pick].reshape(self.K, self.M, self.dsub).transpose(1, 0, 2)
+        cb = np.ascontiguousarray(cb, np.float32)
+        if n < self.K:  # jitter duplicates so they can split
+            cb += rng.normal(0, 1e-4, cb.shape).astype(np.float32)
+        for _ in range(TRAIN_ITERATIONS):
+            codes = pq_assign(x, cb)
+            pq_update(x, codes, cb)
+        self.codebooks = cb
+
+    def encode(self, residuals, centroids):
+        codes = pq_assign(self._pad(residuals), self.codebooks)
+        return codes, np.zeros((len(codes), 0), np.float32)
+
+    def set_centroids(self, centroids) -> None:
+        pass
+
+    def prepare(self, queries):
+        lut = product_luts(self._pad(queries), self.codebooks)
+        return lut, np.zeros(len(queries), np.float32)
+
+    def scan(self, prepared, base, probes, offsets, members, codes, factors,
+             half_sqnorm, use_sqnorm, out_scores, out_slots):
+        return product_scan(prepared, base, probes, offsets, members, codes,
+                            half_sqnorm, use_sqnorm, out_scores, out_slots)
+
+    def reference_scores(self, queries, lists, centroids, codes, factors):
+        recon = self.codebooks[np.arange(self.M)[None, :], codes.astype(np.int64)]  # (n, M, dsub)
+        recon = recon.reshape(len(codes), -1)[:, : self.dim]
+        return queries @ (centroids[lists] + recon).T
+
+    def state(self):
+        return {"codebooks": self.codebooks}
+
+    def load_state(self, state) -> None:
+        self.codebooks = np.ascontiguousarray(state["codebooks"], np.float32)

@@ -1,0 +1,148 @@
+"""The shard node's gRPC server: a thin ShardNode servicer over ``shard.node``.
+
+    create_server(addr, data_dir) -> (server, port)   # started; tests use port 0
+    serve(...)                                        # + metrics, SIGTERM, port file
+
+Each handler converts the request (``quiver.convert``), calls the node's
+LocalShard, and converts the answer back; errors leave through the error
+table (``quiver.serving.rpc``).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from quiver import convert
+from quiver.serving import (DEFAULT_MAX_MESSAGE_MB, RpcMetrics, add_standard_services, bind, new_health, new_server,
+                            rpc, run_until_signal, start_metrics, write_port_file)
+from quiver.v1 import shard_node_pb2 as pb
+from quiver.v1 import shard_node_pb2_grpc as pb_grpc
+from shard.node import ShardNode
+
+log = logging.getLogger("quiver.shard")
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ShardNode"].full_name
+
+
+class ShardNodeServicer(pb_grpc.ShardNodeServicer):
+    def __init__(self, node: ShardNode, metrics: RpcMetrics):
+        self.node = node
+        self.metrics = metrics
+
+    def _shard(self, ref: pb.ShardRef):
+        return self.node.get(ref.collection, ref.shard_id)
+
+    @rpc
+    def CreateShard(self, request, context):
+        config = convert.config_from_json(request.config_json)
+        created = self.node.create(request.shard.collection, request.shard.shard_id, config, request.exist_ok)
+        return pb.CreateShardResponse(created=created)
+
+    @rpc
+    def DropShard(self, request, context):
+        return pb.DropShardResponse(dropped=self.node.drop(request.collection, request.shard_id))
+
+    @rpc
+    def ListShards(self, request, context):
+        return pb.ListShardsResponse(shards=[
+            convert.stats_to_proto(pb.ShardRef(collection=s.collection, shard_id=s.shard_id), s.stats().result())
+            for s in self.node.shards()])
+
+    @rpc
+    def Upsert(self, request, context):
+        ids = convert.ids_from_bytes(request.ids)
+        vectors = convert.vectors_from_proto(request.vectors)
+        n = self._shard(request.shard).upsert(ids, vectors, list(request.payloads)).result()
+        return pb.ShardUpsertResponse(upserted=n)
+
+    @rpc
+    def Delete(self, request, context):
+        n = self._shard(request.shard).delete(convert.ids_from_bytes(request.ids)).result()
+        return pb.ShardDeleteResponse(deleted=n)
+
+    @rpc
+    def Retrieve(self, request, context):
+        points = self._shard(request.shard).retrieve(
+            convert.ids_from_bytes(request.ids), request.with_payload, request.with_vector).result()
+        return convert.shard_points_to_proto(points)
+
+    @rpc
+    def Count(self, request, context):
+        return pb.ShardCountResponse(count=self._shard(request).count().result())
+
+    @rpc
+    def Search(self, request, context):
+        queries = convert.vectors_from_proto(request.queries, "queries")
+        hits = self._shard(request.shard).search(queries, convert.shard_search_from_proto(request)).result()
+        return pb.ShardSearchResponse(results=[convert.shard_points_to_proto(h) for h in hits])
+
+    @rpc
+    def Stats(self, request, context):
+        return convert.stats_to_proto(request, self._shard(request).stats().result())
+
+
+class ShardCollector:
+    """Per-shard gauges and counters, read from each engine's stats() at scrape time.
+
+    Originals read per search = rate(quiver_shard_originals_read_total) /
+    rate(quiver_shard_searches_total).
+    """
+
+    def __init__(self, node: ShardNode):
+        self.node = node
+
+    def collect(self):
+        labels = ["collection", "shard"]
+        fams = {
+            "points": GaugeMetricFamily("quiver_shard_points", "Points in the shard", labels=labels),
+            "ram_bytes": GaugeMetricFamily("quiver_shard_ram_bytes", "RAM held by codes and index", labels=labels),
+            "disk_bytes": GaugeMetricFamily("quiver_shard_disk_bytes", "LMDB file size", labels=labels),
+            "originals_read": CounterMetricFamily("quiver_shard_originals_read",
+                                                  "Original vectors read from LMDB by searches", labels=labels),
+            "searches": CounterMetricFamily("quiver_shard_searches", "Queries searched", labels=labels),
+        }
+        for s in self.node.shards():
+            try:
+                stats = s.stats().result()
+            except Exception:  # noqa: BLE001 - a shard closing during a scrape
+                continue
+            for key, fam in fams.items():
+                fam.add_metric([s.collection, str(s.shard_id)], stats[key])
+        yield from fams.values()
+
+
+def create_server(address: str, node: ShardNode, *, metrics: RpcMetrics | None = None,
+                  health_servicer=None, max_message_mb: int = DEFAULT_MAX_MESSAGE_MB,
+                  workers: int = 32) -> tuple[grpc.Server, int]:
+    """Start a ShardNode server for ``node`` on ``address`` (port 0 = any free port).
+
+    Returns ``(server, port)``. The caller owns ``node`` and closes it after
+    stopping the server; pass ``health_servicer`` to flip it on shutdown.
+    """
+    metrics = metrics or RpcMetrics("shard")
+    server = new_server(max_message_mb << 20, workers)
+    pb_grpc.add_ShardNodeServicer_to_server(ShardNodeServicer(node, metrics), server)
+    add_standard_services(server, [SERVICE_NAME], health_servicer)
+    port = bind(server, address)
+    server.start()
+    return server, port
+
+
+def serve(address: str, data_dir: str, *, metrics_port: int | None = None, port_file: str | None = None,
+          grace: float = 10.0, max_message_mb: int = DEFAULT_MAX_MESSAGE_MB, workers: int = 32) -> None:
+    """Run a shard node until SIGTERM; then drain in-flight calls and close every LMDB environment."""
+    node = ShardNode(data_dir)
+    metrics = RpcMetrics("shard")
+    metrics.registry.register(ShardCollector(node))
+    health = new_health()
+    server, port = create_server(address, node, metrics=metrics, health_servicer=health,
+                                 max_message_mb=max_message_mb, workers=workers)
+    httpd, mport = start_metrics(metrics_port, metrics.registry)
+    log.info("shard node listening", extra={"address": address, "port": port, "metrics_port": mport,
+                                            "data_dir": str(data_dir), "shards": len(node.shards())})
+    if port_file:
+        write_port_file(port_file, port=port, metrics_port=mport)
+    run_until_signal(server, health, grace=grace, on_stop=node.close, metrics_httpd=httpd)

@@ -1,0 +1,193 @@
+"""Original vectors, payloads, code records and metadata in one LMDB environment.
+
+One environment per shard, four named databases:
+
+- ``vectors``: id (8 bytes, big-endian) -> float32 vector bytes
+- ``payloads``: id -> JSON bytes (absent when a point has no payload)
+- ``codes``: id -> the point's fixed-size code record (list, factors, code),
+  so a reopened shard loads its codes instead of re-encoding them
+- ``meta``: name -> bytes (config, quantizer state, centroids)
+
+Every write is one transaction: a batch is durable when ``commit`` returns
+(``sync=True``) and atomic (all of it or none). The map grows by doubling when
+full; growing needs no other transaction open in the process, so callers pass
+an exclusive lock that readers hold in shared mode.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from itertools import islice
+from operator import itemgetter
+from typing import Iterator
+
+import lmdb
+import numpy as np
+
+from shard.errors import ResourceExhausted
+
+DEFAULT_MAP_SIZE = 256 << 20
+MAX_MAP_SIZE = 1 << 40
+_first = itemgetter(0)
+_second = itemgetter(1)
+
+
+def id_keys(ids: np.ndarray) -> list[bytes]:
+    """LMDB keys of uint64 ids: 8 bytes big-endian, so keys sort as ids do."""
+    return np.ascontiguousarray(ids, dtype=">u8").view("V8").tolist()
+
+
+def keys_to_ids(blob: bytes) -> np.ndarray:
+    return np.frombuffer(blob, dtype=">u8").astype(np.uint64)
+
+
+class LmdbVectorStore:
+    def __init__(self, path: str, dim: int, map_size: int = DEFAULT_MAP_SIZE,
+                 max_map_size: int = MAX_MAP_SIZE, exclusive=None):
+        os.makedirs(path, exist_ok=True)
+        self.path = path
+        self.dim = dim
+        self.row_bytes = 4 * dim
+        self.max_map_size = max_map_size
+        self._exclusive = exclusive or contextlib.nullcontext
+        self.env = lmdb.open(path, map_size=map_size, max_dbs=8, subdir=True,
+                             sync=True, metasync=True, lock=True, readahead=False,
+                             max_readers=1024)
+        self.env.set_mapsize(max(map_size, self.env.info()["map_size"]))
+        self.vectors = self.env.open_db(b"vectors")
+        self.payloads = self.env.open_db(b"payloads")
+        self.codes = self.env.open_db(b"codes")
+        self.meta = self.env.open_db(b"meta")
+
+    # -- writes ---------------------------------------------------------
+    def _write(self, fn):
+        """Run fn(txn) in one write transaction, growing the map when full."""
+        while True:
+            try:
+                with self.env.begin(write=True) as txn:
+                    return fn(txn)
+            except lmdb.MapFullError:
+                size = self.env.info()["map_size"]
+                if size * 2 > self.max_map_size:
+                    raise ResourceExhausted(
+                        f"shard storage at {self.path} is full ({size >> 20} MiB map, "
+                        f"limit {self.max_map_size >> 20} MiB); nothing from this write was kept") from None
+                with self._exclusive():
+                    self.env.set_mapsize(size * 2)
+            except lmdb.DiskError as e:  # ENOSPC and friends
+                raise ResourceExhausted(f"disk full or failing under {self.path}: {e}; "
+                                        "nothing from this write was kept") from None
+
+    def put_points(self, ids: np.ndarray, vectors: np.ndarray, payloads: list[bytes | None] | None,
+                   code_records: np.ndarray, meta: dict[str, bytes] | None = None) -> None:
+        """Upsert points: vectors, payloads (None removes a stored payload) and code
+        records, plus optional metadata, in one transaction."""
+        keys = id_keys(ids)
+        vec_rows = [r.tobytes() for r in np.ascontiguousarray(vectors, np.float32)]
+        code_rows = [r.tobytes() for r in code_records]
+
+        def fn(txn):
+            txn.cursor(self.vectors).putmulti(list(zip(keys, vec_rows)))
+            txn.cursor(self.codes).putmulti(list(zip(keys, code_rows)))
+            pc = txn.cursor(self.payloads)
+            if payloads is None:
+                for k in keys:
+                    if pc.set_key(k):
+                        pc.delete()
+            else:
+                pc.putmulti([(k, p) for k, p in zip(keys, payloads) if p is not None])
+                for k, p in zip(keys, payloads):
+                    if p is None and pc.set_key(k):
+                        pc.delete()
+            for name, value in (meta or {}).items():
+                txn.put(name.encode(), value, db=self.meta)
+
+        self._write(fn)
+
+    def delete_points(self, ids: np.ndarray) -> np.ndarray:
+        """Delete points; returns a bool mask of which ids existed."""
+        keys = id_keys(ids)
+
+        def fn(txn):
+            found = np.zeros(len(keys), bool)
+            for i, k in enumerate(keys):
+                found[i] = txn.delete(k, db=self.vectors)
+                txn.delete(k, db=self.codes)
+                txn.delete(k, db=self.payloads)
+            return found
+
+        return self._write(fn)
+
+    def put_meta(self, items: dict[str, bytes], code_records: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+        """Write metadata and, optionally, replace every code record, atomically."""
+
+        def fn(txn):
+            for k, v in items.items():
+                txn.put(k.encode(), v, db=self.meta)
+            if code_records is not None:
+                ids, recs = code_records
+                txn.drop(self.codes, delete=False)
+                txn.cursor(self.codes).putmulti(
+                    list(zip(id_keys(ids), [r.tobytes() for r in recs])), append=True)
+
+        self._write(fn)
+
+    # -- reads ----------------------------------------------------------
+    def get_meta(self, key: str) -> bytes | None:
+        with self.env.begin() as txn:
+            v = txn.get(key.encode(), db=self.meta)
+            return bytes(v) if v is not None else None
+
+    def read_txn(self):
+        return self.env.begin(buffers=False)
+
+    def get_vectors(self, txn, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Vectors of ids in one read: (found (n,) bool, vectors (n_found, d) float32)."""
+        keys = id_keys(ids)
+        got = txn.cursor(self.vectors).getmulti(keys)
+        if len(got) == len(keys):
+            found = np.ones(len(keys), bool)
+        else:
+            present = set(map(_first, got))
+            found = np.fromiter((k in present for k in keys), bool, len(keys))
+        blob = b"".join(map(_second, got))
+        return found, np.frombuffer(blob, np.float32).reshape(-1, self.dim)
+
+    def get_payloads(self, txn, ids: np.ndarray) -> list[bytes | None]:
+        db = self.payloads
+        return [txn.get(k, db=db) for k in id_keys(ids)]
+
+    def count(self) -> int:
+        with self.env.begin() as txn:
+            return txn.stat(self.vectors)["entries"]
+
+    def iter_vectors(self, chunk: int = 8192) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """All (ids, vectors) in id order, ``chunk`` points at a time, in one read snapshot."""
+        with self.env.begin() as txn:
+            items = txn.cursor(self.vectors).iternext()
+            while True:
+                block = list(islice(items, chunk))
+                if not block:
+                    return
+                ids = keys_to_ids(b"".join(map(_first, block)))
+                yield ids, np.frombuffer(b"".join(map(_second, block)), np.float32).reshape(-1, self.dim)
+
+    def all_code_records(self, record_bytes: int) -> tuple[np.ndarray, np.ndarray]:
+        """Every (id, code record) as (ids (n,) uint64, records (n, record_bytes) uint8)."""
+        with self.env.begin() as txn:
+            cur = txn.cursor(self.codes)
+            keys = b"".join(cur.iternext(keys=True, values=False))
+            vals = b"".join(cur.iternext(keys=False, values=True))
+        ids = keys_to_ids(keys)
+        recs = np.frombuffer(vals, np.uint8).reshape(len(ids), record_bytes) if record_bytes else \
+            np.zeros((len(ids), 0), np.uint8)
+        return ids, recs
+
+    def disk_bytes(self) -> int:
+        info = self.env.info()
+        stat = self.env.stat()
+        return int((info["last_pgno"] + 1) * stat["psize"])
+
+    def close(self) -> None:
+        self.env.close()
