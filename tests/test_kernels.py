@@ -1,0 +1,112 @@
+"""Every numba kernel held to a plain numpy reference."""
+
+import numpy as np
+import pytest
+
+from shard.index import ivf
+from shard.index.code_store import CodeStore
+from shard.kernels.exact import dot_rows, dot_rows_indexed, half_sqnorms
+from shard.kernels.layout import build_lists
+from shard.kernels.topk import heap_push, heap_sorted
+from shard.quantization.binary import BinaryQuantizer
+from shard.quantization.product import ProductQuantizer
+from shard.quantization.scalar import ScalarQuantizer
+from numba import njit
+
+QUANTIZERS = [
+    ("scalar", lambda d: ScalarQuantizer(d, 0.99)),
+    ("scalar-q1", lambda d: ScalarQuantizer(d, 1.0)),
+    *[(f"binary-{e}-{q}", (lambda e, q: lambda d: BinaryQuantizer(d, e, q, seed=1))(e, q))
+      for e in ("one_bit", "one_and_half_bits", "two_bits")
+      for q in ("binary", "scalar4bits", "scalar8bits")],
+    *[(f"product-{c}", (lambda c: lambda d: ProductQuantizer(d, c, seed=1))(c))
+      for c in ("x4", "x8", "x16", "x32", "x64")],
+]
+DIMS = [64, 100, 128, 37]
+
+
+def clustered(n, d, seed, centers=8):
+    rng = np.random.default_rng(seed)
+    c = rng.standard_normal((centers, d)).astype(np.float32) * 2
+    return (c[rng.integers(0, centers, n)] + rng.standard_normal((n, d))).astype(np.float32)
+
+
+@pytest.mark.parametrize("name,make", QUANTIZERS, ids=[q[0] for q in QUANTIZERS])
+@pytest.mark.parametrize("dim", DIMS)
+@pytest.mark.parametrize("use_sqnorm", [False, True], ids=["ip", "euclid"])
+def test_scan_kernel_matches_reference(name, make, dim, use_sqnorm):
+    x = clustered(600, dim, seed=dim)
+    q = clustered(3, dim, seed=dim + 1)
+    centroids = ivf.kmeans(x, 4, seed=0)
+    lists = ivf.assign(x, centroids)
+    quant = make(dim)
+    quant.fit(x - centroids[lists])
+    quant.set_centroids(centroids)
+    codes, factors = quant.encode(x - centroids[lists], centroids[lists])
+    store = CodeStore(quant.code_width, quant.code_dtype, quant.n_factors, len(centroids))
+    hsq = 0.5 * (x * x).sum(1)
+    store.upsert(np.arange(len(x), dtype=np.uint64), lists, codes, factors, hsq.astype(np.float32))
+    offsets, members, _ = store.layout()
+
+    ref = quant.reference_scores(q, lists, centroids, codes, factors)
+    if use_sqnorm:
+        ref = ref - hsq[None, :]
+    prepared, const = quant.prepare(q)
+    base = np.ascontiguousarray(q @ centroids.T + const[:, None], np.float32)
+    probes = np.tile(np.arange(len(centroids), dtype=np.int32), (len(q), 1))
+    k = 25
+    out_s = np.full((len(q), k), -np.inf, np.float32)
+    out_i = np.full((len(q), k), -1, np.int64)
+    counts = quant.scan(prepared, base, probes, offsets, members, store.codes, store.factors,
+                        store.half_sqnorm, use_sqnorm, out_s, out_i)
+    assert (counts == k).all()
+    scale = np.abs(ref).max()
+    for qi in range(len(q)):
+        slots = out_i[qi]
+        ids = store.slot_ids[slots].astype(np.int64)
+        # the kernel's score of each returned point equals the reference's
+        np.testing.assert_allclose(out_s[qi], ref[qi, ids], rtol=0, atol=2e-3 * scale)
+        # and it returned a true top-k of the reference scores (up to ties within tolerance)
+        kth = np.sort(ref[qi])[::-1][k - 1]
+        assert ref[qi, ids].min() >= kth - 2e-3 * scale
+        assert np.all(np.diff(out_s[qi]) <= 0)
+
+
+def test_exact_kernels_match_numpy():
+    rng = np.random.default_rng(0)
+    for d in (1, 7, 64, 384):
+        xb = rng.standard_normal((50, d)).astype(np.float32)
+        q = rng.standard_normal(d).astype(np.float32)
+        np.testing.assert_allclose(dot_rows(xb, q), xb @ q, rtol=1e-4, atol=1e-4)
+        rows = rng.integers(0, 50, 20)
+        np.testing.assert_allclose(dot_rows_indexed(xb, rows, q), xb[rows] @ q, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(half_sqnorms(xb), 0.5 * (xb * xb).sum(1), rtol=1e-4)
+
+
+def test_build_lists_matches_argsort():
+    rng = np.random.default_rng(1)
+    lists = rng.integers(-1, 9, 1000).astype(np.int32)
+    offsets, members = build_lists(lists, 9)
+    for l in range(9):
+        np.testing.assert_array_equal(members[offsets[l]:offsets[l + 1]], np.flatnonzero(lists == l))
+    assert offsets[-1] == (lists >= 0).sum()
+
+
+@njit(cache=True)
+def _heap_topk(values, k):
+    s = np.full(k, -np.inf, np.float32)
+    i = np.full(k, -1, np.int64)
+    size = 0
+    for j in range(values.shape[0]):
+        size = heap_push(s, i, size, values[j], j)
+    heap_sorted(s, i, size)
+    return s, i, size
+
+
+@pytest.mark.parametrize("n,k", [(0, 5), (3, 5), (100, 1), (1000, 37)])
+def test_heap_topk_matches_sort(n, k):
+    v = np.random.default_rng(n).standard_normal(n).astype(np.float32)
+    s, i, size = _heap_topk(v, k)
+    assert size == min(n, k)
+    np.testing.assert_array_equal(s[:size], np.sort(v)[::-1][:size])
+    np.testing.assert_array_equal(v[i[:size]], s[:size])
