@@ -1,0 +1,124 @@
+"""Property tests: quantizer error bounds, and the engine against a dict model."""
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, initialize
+
+from shard.config import CollectionConfig, IndexConfig, QuantizationConfig
+from shard.engine import ShardEngine
+from shard.quantization.binary import BinaryQuantizer
+from shard.quantization.product import ProductQuantizer
+from shard.quantization.scalar import ScalarQuantizer
+
+finite = st.floats(-100, 100, allow_nan=False, width=32)
+
+
+@settings(max_examples=40, deadline=None)
+@given(arrays(np.float32, st.tuples(st.integers(2, 60), st.integers(1, 40)), elements=finite))
+def test_scalar_reconstruction_error_within_half_step(x):
+    """With quantile 1.0 nothing is clipped: every value is within step/2."""
+    sq = ScalarQuantizer(x.shape[1], quantile=1.0)
+    sq.fit(x)
+    codes, _ = sq.encode(x, np.zeros_like(x))
+    recon = sq.lo + sq.step * codes.astype(np.float32)
+    assert np.all(np.abs(recon - x) <= sq.step * 0.5 + 1e-3 * (1 + np.abs(x)))
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 10_000), st.sampled_from([64, 100, 256]),
+       st.sampled_from(["one_bit", "one_and_half_bits", "two_bits"]))
+def test_binary_estimator_error_bound(seed, dim, encoding):
+    """RaBitQ's bound: |est - <r, v>| <= ~ c ||r|| ||v|| / sqrt(D) with high
+    probability; check at 6 sigma so the test never flakes, over many pairs."""
+    rng = np.random.default_rng(seed)
+    bq = BinaryQuantizer(dim, encoding, "scalar8bits", seed=seed)
+    bq.fit(None)
+    r = rng.standard_normal((200, dim)).astype(np.float32)
+    c = np.zeros((1, dim), np.float32)
+    bq.set_centroids(c)
+    codes, factors = bq.encode(r, np.zeros_like(r))
+    v = rng.standard_normal((1, dim)).astype(np.float32)
+    est = bq.reference_scores(v, np.zeros(200, np.int64), c, codes, factors)[0]
+    exact = r @ v[0]
+    bound = 6.0 * np.linalg.norm(r, axis=1) * np.linalg.norm(v) / np.sqrt(bq.D)
+    assert np.all(np.abs(est - exact) <= bound)
+    # and unbiased: the mean error is small against the bound
+    assert abs(np.mean(est - exact)) < bound.mean() / 3
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 1000), st.sampled_from(["x4", "x8", "x16"]))
+def test_product_codes_are_nearest_codewords(seed, compression):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((300, 16)).astype(np.float32)
+    pq = ProductQuantizer(16, compression, seed=seed)
+    pq.fit(x)
+    codes, _ = pq.encode(x, np.zeros_like(x))
+    xs = x.reshape(300, pq.M, pq.dsub)
+    d_all = ((xs[:, :, None, :] - pq.codebooks[None]) ** 2).sum(-1)  # (n, M, K)
+    chosen = np.take_along_axis(d_all, codes[:, :, None].astype(np.int64), 2)[..., 0]
+    assert np.all(chosen <= d_all.min(-1) + 1e-4)
+
+
+class EngineMatchesDict(RuleBasedStateMachine):
+    """Random upsert/delete sequences leave the engine equal to a dict model,
+    including after a reopen."""
+
+    dim = 8
+
+    @initialize()
+    def setup(self):
+        import tempfile
+        self.dir = tempfile.mkdtemp()
+        self.path = self.dir + "/s"
+        cfg = CollectionConfig(dim=self.dim, distance="dot",
+                               quantization=QuantizationConfig(kind="scalar"),
+                               index=IndexConfig(full_scan_threshold=40, retrain_growth=2.0))
+        self.eng = ShardEngine.create(self.path, cfg)
+        self.model: dict[int, tuple[np.ndarray, dict | None]] = {}
+
+    @rule(ids=st.lists(st.integers(0, 60), min_size=1, max_size=12), seed=st.integers(0, 10**6),
+          with_payload=st.booleans())
+    def upsert(self, ids, seed, with_payload):
+        x = np.random.default_rng(seed).standard_normal((len(ids), self.dim)).astype(np.float32)
+        payloads = [{"id": i, "s": seed} for i in ids] if with_payload else None
+        self.eng.upsert(np.array(ids, np.uint64), x, payloads)
+        for j, i in enumerate(ids):
+            self.model[i] = (x[j], payloads[j] if payloads else None)
+
+    @rule(ids=st.lists(st.integers(0, 60), max_size=10))
+    def delete(self, ids):
+        n = self.eng.delete(np.array(ids, np.uint64))
+        assert n == len(set(ids) & set(self.model))
+        for i in ids:
+            self.model.pop(i, None)
+
+    @rule()
+    def reopen(self):
+        self.eng.close()
+        self.eng = ShardEngine.open(self.path)
+
+    @invariant()
+    def same_points(self):
+        assert self.eng.count() == len(self.model)
+        ids = np.array(sorted(self.model), np.uint64)
+        rec = self.eng.retrieve(np.arange(61, dtype=np.uint64), with_payload=True, with_vector=True)
+        assert rec.ids.tolist() == ids.tolist()
+        for i, p, v in zip(rec.ids.tolist(), rec.payloads, rec.vectors):
+            np.testing.assert_array_equal(v, self.model[i][0])
+            assert p == self.model[i][1]
+        if self.model:
+            q = np.ones(self.dim, np.float32)
+            hits = self.eng.search(q, limit=len(self.model), exact=True)
+            assert sorted(hits.ids.tolist()) == ids.tolist()
+            approx = self.eng.search(q, limit=1, oversampling=min(16, len(self.model)))
+            assert set(approx.ids.tolist()) <= set(ids.tolist())
+
+    def teardown(self):
+        self.eng.close()
+
+
+EngineMatchesDict.TestCase.settings = settings(max_examples=25, stateful_step_count=15, deadline=None)
+TestEngineMatchesDict = EngineMatchesDict.TestCase
