@@ -81,7 +81,7 @@ class _Index:
 
     def __init__(self, centroids: np.ndarray, quantizer, trained_n: int):
         self.centroids = np.ascontiguousarray(centroids, np.float32)
-        self.half_cnorm = 0.5 * np.einsum("ij,ij->i", self.centroids, self.centroids)
+        self.half_cnorm = (0.5 * np.einsum("ij,ij->i", self.centroids, self.centroids)).astype(np.float32)
         self.quantizer = quantizer
         self.trained_n = trained_n
         self.nlist = len(self.centroids)
@@ -175,6 +175,7 @@ class ShardEngine:
         codes = self._new_code_store(index)
         ids, recs = self.store.all_code_records(codes.record.itemsize)
         codes.load_records(ids, recs)
+        codes.refresh()
         self._index, self._codes = index, codes
         log.info("opened shard %s: %d points, %d lists", self.path, codes.n, index.nlist)
 
@@ -328,6 +329,7 @@ class ShardEngine:
         recs = np.concatenate(all_recs) if all_recs else np.zeros(0, codes.record)
         self.store.put_meta(self._index_meta(index), code_records=(ids, recs.view(np.uint8).reshape(len(ids), -1)))
         codes.load_records(ids, recs)
+        codes.refresh()
         with self._rw.exclusive():
             self._index, self._codes = index, codes
         log.info("shard %s retrained: %d points, %d lists", self.path, n, index.nlist)
@@ -373,6 +375,9 @@ class ShardEngine:
         if score_threshold is not None and not math.isfinite(float(score_threshold)):
             raise InvalidArgument("score_threshold must be a finite number")
         self.searches += len(Q)
+        if self._codes is not None and self._codes.stale:
+            with self._rw.exclusive():
+                self._codes.refresh()
         with self._rw.shared():
             index, codes = self._index, self._codes
             if index is None or codes.n == 0:
@@ -417,6 +422,10 @@ class ShardEngine:
 
         Returns (ids per query that still exist, rows into the block per query, block).
         """
+        if len(id_lists) == 1:  # one query: its candidates are distinct already
+            found, block = self.store.get_vectors(txn, id_lists[0])
+            self.originals_read += len(id_lists[0])
+            return [id_lists[0][found]], [np.arange(len(block))], block
         allids = np.concatenate(id_lists) if id_lists else np.zeros(0, np.uint64)
         uniq, inverse = np.unique(allids, return_inverse=True)
         found, block = self.store.get_vectors(txn, uniq)

@@ -4,6 +4,11 @@ A slot is a row of the code arrays. Deleted slots go on a free list and are
 reused; the list layout (CSR of slots by list) is rebuilt lazily by a counting
 sort when a search finds it stale, so a write costs O(batch) and a burst of
 writes costs one O(n) rebuild.
+
+Scans read a list's codes in slot order, so slots are kept grouped by list:
+``compact`` renumbers every slot into list order (and drops the holes) once
+writes have disturbed more than 1/16 of them. A scan then streams through
+memory instead of jumping, which more than halves its time on cold caches.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ class CodeStore:
         self.idmap = new_idmap()
         self.n = 0
         self._layout = None
+        self._disorder = 0  # slots written or freed since the last compaction
 
     # -- records --------------------------------------------------------
     def make_records(self, lists, codes, factors, half_sqnorm) -> np.ndarray:
@@ -102,6 +108,7 @@ class CodeStore:
         self.list_of_slot[slots] = lists
         self.slot_ids[slots] = ids
         self._layout = None
+        self._disorder += len(slots)
 
     def delete(self, ids) -> np.ndarray:
         """Remove points; returns a bool mask of the ids that were present."""
@@ -113,6 +120,7 @@ class CodeStore:
         self.free = np.concatenate([self.free, gone])
         self.n -= len(gone)
         self._layout = None
+        self._disorder += len(gone)
         return found
 
     # -- reads ----------------------------------------------------------
@@ -128,6 +136,40 @@ class CodeStore:
             lay = (offsets, members, np.diff(offsets))
             self._layout = lay
         return lay
+
+    @property
+    def stale(self) -> bool:
+        return self._layout is None
+
+    def refresh(self) -> None:
+        """Rebuild the layout, compacting first when writes disordered the slots.
+
+        Renumbers slots, so the caller must exclude every reader of slots.
+        """
+        if self._disorder * 16 > self.n or (self.n < 4096 and self._disorder):
+            self.compact()
+        self.layout()
+
+    def compact(self) -> None:
+        offsets, members = build_lists(self.list_of_slot[: self.high], self.nlist)
+        n = len(members)
+        cap = max(16, n + n // 4)
+
+        def packed(a, fill=0):
+            b = np.full((cap,) + a.shape[1:], fill, a.dtype)
+            b[:n] = a[members]
+            return b
+
+        self.codes = packed(self.codes)
+        self.factors = packed(self.factors)
+        self.half_sqnorm = packed(self.half_sqnorm)
+        self.list_of_slot = packed(self.list_of_slot, -1)
+        self.slot_ids = packed(self.slot_ids)
+        idmap_set(self.idmap, self.slot_ids[:n].view(np.int64), np.arange(n, dtype=np.int64))
+        self.high = n
+        self.free = np.zeros(0, np.int64)
+        self._disorder = 0
+        self._layout = (offsets, np.arange(n, dtype=np.int32), np.diff(offsets))
 
     def live_ids(self) -> np.ndarray:
         live = self.list_of_slot[: self.high] >= 0

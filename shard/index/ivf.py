@@ -13,6 +13,8 @@ from typing import Callable
 
 import numpy as np
 
+from shard.kernels.layout import nearest_lists
+
 KMEANS_ITERATIONS = 10
 _CHUNK = 16_384
 
@@ -73,16 +75,7 @@ def select_probes(qc: np.ndarray, half_cnorm: np.ndarray, list_sizes: np.ndarray
     Returns (m, p) int32, -1 padded.
     """
     m, nlist = qc.shape
-    rank = qc - half_cnorm[None, :]
     if nlist == 1:
         return np.zeros((m, 1), np.int32)
-    order = np.argsort(-rank, axis=1).astype(np.int32)
-    cum = np.cumsum(list_sizes[order], axis=1)
-    # first position whose cumulative size reaches min_candidates, per query
-    enough = np.argmax(cum >= min_candidates, axis=1)
-    enough[cum[:, -1] < min_candidates] = nlist - 1
-    need = np.maximum(enough + 1, min(nprobe, nlist))
-    width = int(need.max())
-    probes = order[:, :width].copy()
-    probes[np.arange(width)[None, :] >= need[:, None]] = -1
-    return probes
+    return nearest_lists(np.ascontiguousarray(qc, np.float32), half_cnorm.astype(np.float32),
+                         list_sizes.astype(np.int64), int(nprobe), int(min_candidates))

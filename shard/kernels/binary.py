@@ -5,16 +5,19 @@ A code is ``n_planes`` bit planes of D bits (D a multiple of 64), stored as
 dimensions 64w .. 64w+63, least significant bit first. Level of dimension j:
 ``xbar_j = w0 + sum_p plane_w[p] * bit_p(j)``.
 
-The query side of list l is ``v = P q - P c_l`` (the rotated query residual),
-held at ``qbits`` bits: ``v_j ~ lo + delta * qq_j``. With bit planes of qq,
+The rotated query ``v = P q`` is held at ``qbits`` bits once per query:
+``v_j ~ lo + delta * qq_j``. With bit planes of qq,
 ``sum_j bit_p(j) * qq_j = sum_b 2^b popcount(plane_p & qplane_b)``, so the
 estimate needs only AND and POPCNT:
 
     <xbar, v> = w0 * sum_j v_j + sum_p plane_w[p] * (lo * |plane_p| + delta * sum_j bit_p(j) qq_j)
     est<o, q> = base[l] + factors[o, 0] + factors[o, 1] * <xbar, v>
 
-where base[l] = <c_l, q>, factors[o, 0] = <r_o, c_l> and factors[o, 1] =
-||r_o|| / <xbar_o, P u_o> (the RaBitQ-style unbiasing factor).
+where base[l] = <c_l, q>, factors[o, 1] = ||r_o|| / <xbar_o, P u_o> (the
+RaBitQ-style unbiasing factor) and factors[o, 0] = <r_o, c_l> -
+factors[o, 1] * <xbar_o, P c_l>, which folds the list centroid out of the
+query side: the estimate equals the one against the query residual q - c_l,
+but the query planes are built once per query rather than once per list.
 """
 
 import numpy as np
@@ -81,16 +84,42 @@ def quantize_query_planes(v, qbits, qplanes):
     return vmin, delta, total
 
 
+@njit(nogil=True, cache=True, fastmath=True, boundscheck=False, inline="always")
+def _plane_dot(codes, s, base_word, W, qplanes, qbits):
+    """(popcount of a code plane, sum_j bit(j) * qq_j) for the plane at base_word."""
+    cnt = np.uint64(0)
+    acc = np.uint64(0)
+    if qbits == 1:
+        for w in range(W):
+            x = codes[s, base_word + w]
+            cnt += popcount64(x)
+            acc += popcount64(x & qplanes[0, w])
+        return cnt, acc
+    for w in range(W):
+        x = codes[s, base_word + w]
+        cnt += popcount64(x)
+    for g in range(0, qbits, 4):
+        a4 = np.uint64(0)
+        for w in range(W):
+            x = codes[s, base_word + w]
+            a4 += (popcount64(x & qplanes[g, w])
+                   + (popcount64(x & qplanes[g + 1, w]) << np.uint64(1))
+                   + (popcount64(x & qplanes[g + 2, w]) << np.uint64(2))
+                   + (popcount64(x & qplanes[g + 3, w]) << np.uint64(3)))
+        acc += a4 << np.uint64(g)
+    return cnt, acc
+
+
 @njit(nogil=True, cache=True, fastmath=True, boundscheck=False)
-def binary_scan(qrot, crot, base, probes, offsets, members, codes, factors,
+def binary_scan(qrot, base, probes, offsets, members, codes, factors,
                 half_sqnorm, use_sqnorm, plane_w, w0, qbits, out_scores, out_slots):
     """Top-k slots by estimated score over the probed lists, for m queries.
 
-    qrot: (m, D) float32 rotated queries; crot: (nlist, D) float32 rotated
-    centroids; base: (m, nlist) float32, <c_l, q>; probes: (m, nprobe) int32,
-    -1 padded; offsets/members: the list layout; codes: (cap, P * W) uint64;
-    factors: (cap, 2) float32; half_sqnorm: (cap,) float32, 0.5 ||o||^2,
-    subtracted when ``use_sqnorm`` (euclid); plane_w: (P,) float32.
+    qrot: (m, D) float32 rotated queries; base: (m, nlist) float32, <c_l, q>;
+    probes: (m, nprobe) int32, -1 padded; offsets/members: the list layout;
+    codes: (cap, P * W) uint64; factors: (cap, 2) float32; half_sqnorm:
+    (cap,) float32, 0.5 ||o||^2, subtracted when ``use_sqnorm`` (euclid);
+    plane_w: (P,) float32; qbits: 1, 4 or 8.
     out_scores (m, k) float32, out_slots (m, k) int64: filled best first.
     Returns counts (m,) int64, the number of valid entries per query.
     """
@@ -98,32 +127,24 @@ def binary_scan(qrot, crot, base, probes, offsets, members, codes, factors,
     W = D // 64
     P = plane_w.shape[0]
     counts = np.zeros(m, np.int64)
-    qplanes = np.zeros((qbits, W), np.uint64)
-    v = np.empty(D, np.float32)
+    # rows padded to a multiple of 4 so the plane loop unrolls by four
+    qplanes = np.zeros((max(4, (qbits + 3) // 4 * 4), W), np.uint64)
     for qi in range(m):
         hs = out_scores[qi]
         hi = out_slots[qi]
         size = 0
+        lo, delta, total = quantize_query_planes(qrot[qi], qbits, qplanes)
+        c0 = w0 * total
         for pi in range(probes.shape[1]):
             l = probes[qi, pi]
             if l < 0:
                 break
-            for j in range(D):
-                v[j] = qrot[qi, j] - crot[l, j]
-            lo, delta, total = quantize_query_planes(v, qbits, qplanes)
             b0 = base[qi, l]
-            c0 = w0 * total
             for t in range(offsets[l], offsets[l + 1]):
                 s = members[t]
                 dot = c0
                 for p in range(P):
-                    cnt = np.uint64(0)
-                    acc = np.uint64(0)
-                    for w in range(W):
-                        x = codes[s, p * W + w]
-                        cnt += popcount64(x)
-                        for b in range(qbits):
-                            acc += popcount64(x & qplanes[b, w]) << np.uint64(b)
+                    cnt, acc = _plane_dot(codes, s, p * W, W, qplanes, qbits)
                     dot += plane_w[p] * (lo * np.float32(cnt) + delta * np.float32(acc))
                 est = b0 + factors[s, 0] + factors[s, 1] * dot
                 if use_sqnorm:

@@ -26,3 +26,37 @@ def build_lists(list_of_slot, nlist):
             members[fill[l]] = s
             fill[l] += 1
     return offsets, members
+
+
+@njit(nogil=True, cache=True)
+def nearest_lists(qc, half_cnorm, list_sizes, nprobe, min_candidates):
+    """Lists to probe per query, nearest (euclidean) first.
+
+    qc: (m, nlist) float32 inner products of queries and centroids;
+    half_cnorm: (nlist,) 0.5 ||c||^2; list_sizes: (nlist,) int64.
+    Takes the ``nprobe`` nearest lists, and more while they hold fewer than
+    ``min_candidates`` points. Returns (m, width) int32, -1 padded.
+    """
+    m, nlist = qc.shape
+    nprobe = min(nprobe, nlist)
+    order = np.empty((m, nlist), np.int32)
+    need = np.zeros(m, np.int64)
+    for qi in range(m):
+        rank = qc[qi] - half_cnorm
+        idx = np.argsort(-rank)
+        total = 0
+        cnt = 0
+        for t in range(nlist):
+            l = idx[t]
+            order[qi, t] = l
+            total += list_sizes[l]
+            cnt = t + 1
+            if cnt >= nprobe and total >= min_candidates:
+                break
+        need[qi] = cnt
+    width = need.max()
+    out = np.full((m, width), -1, np.int32)
+    for qi in range(m):
+        for t in range(need[qi]):
+            out[qi, t] = order[qi, t]
+    return out

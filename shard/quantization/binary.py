@@ -12,11 +12,13 @@ of 64) and each rotated coordinate is held at one level ``xbar_j``:
 The inner product with a query is estimated as
 
     <q, o> = <c_l, q> + <r, c_l> + <r, q - c_l>
-    <r, q - c_l> ~ ||r|| * <xbar, P (q - c_l)> / <xbar, P u>
+    <r, q - c_l> ~ f * <xbar, P (q - c_l)>,   f = ||r|| / <xbar, P u>
+                 = f * <xbar, P q> - f * <xbar, P c_l>
 
-where ``<r, c_l>`` and ``||r|| / <xbar, P u>`` are stored per vector (two
-float32 factors) and ``P (q - c_l)`` is held at 1, 4 or 8 bits (the query
-encodings ``binary``, ``scalar4bits``, ``scalar8bits``). Dividing by
+so two float32 factors per vector, ``<r, c_l> - f <xbar, P c_l>`` and ``f``,
+carry everything list-specific, and only ``P q`` is held at 1, 4 or 8 bits
+(the query encodings ``binary``, ``scalar4bits``, ``scalar8bits``), once per
+query rather than once per probed list. Dividing by
 ``<xbar, P u>`` removes the bias of the plain sign estimate (RaBitQ, Gao and
 Long, SIGMOD 2024), so scores sit on the exact scale and stay comparable across
 shards without rescoring.
@@ -59,7 +61,6 @@ class BinaryQuantizer:
         self.code_bytes = self.code_width * 8 + 4 * self.n_factors
         self.seed = seed
         self.rotation: np.ndarray | None = None  # (D, d) float32
-        self.crot: np.ndarray | None = None  # (nlist, D) float32
 
     # -- training -------------------------------------------------------
     def fit(self, residuals: np.ndarray) -> None:
@@ -72,7 +73,7 @@ class BinaryQuantizer:
         self.rotation = np.ascontiguousarray(q, np.float32)
 
     def set_centroids(self, centroids: np.ndarray) -> None:
-        self.crot = np.ascontiguousarray(centroids @ self.rotation.T, np.float32)
+        pass
 
     # -- encoding -------------------------------------------------------
     def _level_index(self, up: np.ndarray) -> np.ndarray:
@@ -90,8 +91,11 @@ class BinaryQuantizer:
         up = (r / safe[:, None]) @ self.rotation.T
         k = self._level_index(up)
         xbar = self.w0 + sum(self.plane_w[p] * ((k >> p) & 1) for p in range(self.n_planes))
-        ip = np.einsum("ij,ij->i", xbar.astype(np.float32), up)
+        xbar = xbar.astype(np.float32)
+        ip = np.einsum("ij,ij->i", xbar, up)
         f = np.where((norm > 0) & (ip > 1e-12), norm / np.maximum(ip, 1e-12), 0.0)
+        # fold the centroid out of the query side (see shard/kernels/binary.py)
+        rc = rc - f * np.einsum("ij,ij->i", xbar, centroids @ self.rotation.T)
         planes = [np.packbits((k >> p) & 1, axis=1, bitorder="little") for p in range(self.n_planes)]
         codes = np.ascontiguousarray(np.concatenate(planes, axis=1)).view("<u8")
         factors = np.stack([rc, f], axis=1).astype(np.float32)
@@ -104,7 +108,7 @@ class BinaryQuantizer:
 
     def scan(self, prepared, base, probes, offsets, members, codes, factors,
              half_sqnorm, use_sqnorm, out_scores, out_slots):
-        return binary_scan(prepared, self.crot, base, probes, offsets, members, codes, factors,
+        return binary_scan(prepared, base, probes, offsets, members, codes, factors,
                            half_sqnorm, use_sqnorm, self.plane_w, np.float32(self.w0),
                            self.query_bits, out_scores, out_slots)
 
@@ -128,16 +132,8 @@ class BinaryQuantizer:
             bits = np.unpackbits(by[:, p * nbytes:(p + 1) * nbytes], axis=1, bitorder="little")
             k += bits.astype(np.int64) << p
         xbar = self.w0 + sum(self.plane_w[p] * ((k >> p) & 1) for p in range(self.n_planes))
-        out = np.empty((len(queries), len(codes)))
-        crot = (centroids @ self.rotation.T).astype(np.float32)
-        for qi, q in enumerate(queries):
-            qrot = (q @ self.rotation.T).astype(np.float32)
-            for l in np.unique(lists):
-                rows = np.flatnonzero(lists == l)
-                held = self._held_query(qrot - crot[l])
-                dot = xbar[rows] @ held
-                out[qi, rows] = centroids[l] @ q + factors[rows, 0] + factors[rows, 1] * dot
-        return out
+        dots = np.stack([xbar @ self._held_query((q @ self.rotation.T).astype(np.float32)) for q in queries])
+        return (queries @ centroids[lists].T) + factors[:, 0][None, :] + factors[:, 1][None, :] * dots
 
     def state(self):
         return {"rotation": self.rotation}
