@@ -74,6 +74,8 @@ class IndexConfig:
     train_sample: points sampled to train the coarse and fine quantizers.
     retrain_growth: the shard retrains (re-encodes from LMDB) when it has grown
         by this factor since the last training.
+    scan_factor: without an explicit effort, a search probes lists until they
+        hold at least ``scan_factor * limit * oversampling`` points.
     """
 
     full_scan_threshold: int = 20_000
@@ -81,6 +83,7 @@ class IndexConfig:
     nprobe: int = 0
     train_sample: int = 50_000
     retrain_growth: float = 4.0
+    scan_factor: int = 400
 
     def __post_init__(self) -> None:
         if self.full_scan_threshold < 0:
@@ -93,6 +96,8 @@ class IndexConfig:
             raise InvalidArgument("train_sample must be >= 256")
         if not (self.retrain_growth > 1.0):
             raise InvalidArgument("retrain_growth must be > 1")
+        if self.scan_factor < 1:
+            raise InvalidArgument("scan_factor must be >= 1")
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ mutates the in-RAM arrays or the LMDB map grows (``_rw``).
 
 from __future__ import annotations
 
+import ctypes
 import io
 import json
 import logging
@@ -87,6 +88,14 @@ class _Index:
         self.nlist = len(self.centroids)
         if quantizer is not None:
             quantizer.set_centroids(self.centroids)
+
+
+def _release_free_memory() -> None:
+    """Hand freed heap back to the OS after a retrain's temporaries (glibc)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _encode_payloads(payloads, n: int) -> list[bytes | None] | None:
@@ -176,6 +185,8 @@ class ShardEngine:
         ids, recs = self.store.all_code_records(codes.record.itemsize)
         codes.load_records(ids, recs)
         codes.refresh()
+        del ids, recs
+        _release_free_memory()
         self._index, self._codes = index, codes
         log.info("opened shard %s: %d points, %d lists", self.path, codes.n, index.nlist)
 
@@ -332,6 +343,8 @@ class ShardEngine:
         codes.refresh()
         with self._rw.exclusive():
             self._index, self._codes = index, codes
+        del all_recs, recs
+        _release_free_memory()
         log.info("shard %s retrained: %d points, %d lists", self.path, n, index.nlist)
 
     # -- reads ----------------------------------------------------------
@@ -399,10 +412,16 @@ class ShardEngine:
 
     # -- search steps ---------------------------------------------------
     def _probes(self, index: _Index, codes: CodeStore, Q, k, effort):
+        """Lists to probe: ``effort`` of them when given; by default enough of
+        the nearest lists to hold ``scan_factor * k`` points (at least the
+        configured nprobe), since more candidates need a wider net to be right."""
         _, _, sizes = codes.layout()
-        nprobe = int(effort) if effort else (self.config.index.nprobe or ivf.auto_nprobe(index.nlist))
         qc = Q @ index.centroids.T
-        return ivf.select_probes(qc, index.half_cnorm, sizes, nprobe, k), qc
+        if effort:
+            return ivf.select_probes(qc, index.half_cnorm, sizes, int(effort), k), qc
+        ic = self.config.index
+        nprobe = ic.nprobe or ivf.auto_nprobe(index.nlist)
+        return ivf.select_probes(qc, index.half_cnorm, sizes, nprobe, k * ic.scan_factor), qc
 
     def _candidates(self, index: _Index, codes: CodeStore, Q, probes, k):
         """Step 1: top-k per query on the codes. Returns lists of (ids, approx ranks)."""

@@ -4,9 +4,9 @@ A *shard* answers upsert / delete / retrieve / count / search / stats for one
 shard of one collection. Two implementations share the interface
 (:class:`Shard`): :class:`LocalShard` wraps a :class:`~shard.engine.ShardEngine`
 in this process, and ``coordinator.shard_client.RemoteShard`` calls a shard
-node over gRPC. Each call returns a :class:`Pending` whose ``result()`` gives
-the value or raises a ``shard.errors`` error, so the coordinator can fan a call
-out to many shards and then collect.
+node over gRPC. Every method is a coroutine that returns the value or raises a
+``shard.errors`` error, so the coordinator fans a call out to many shards with
+``asyncio.gather``.
 
 Across the interface, ids are uint64 arrays, vectors float32 (n, d) arrays and
 payloads opaque JSON-object bytes (``b""`` = no payload): the coordinator never
@@ -19,6 +19,7 @@ on restart.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -27,17 +28,16 @@ import shutil
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Generic, Protocol, TypeVar
+from concurrent.futures import Executor, ThreadPoolExecutor
+from typing import Protocol
 
 import numpy as np
 
 from shard.config import CollectionConfig
 from shard.engine import ShardEngine
-from shard.errors import AlreadyExists, InvalidArgument, NotFound, QuiverError
+from shard.errors import AlreadyExists, InvalidArgument, NotFound
 
 log = logging.getLogger("quiver.shard")
-
-T = TypeVar("T")
 
 #: Collection names are directory names on the nodes and keys in the coordinator.
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -79,38 +79,20 @@ class ShardSearch:
     score_threshold: float | None = None
 
 
-class Pending(Protocol[T]):
-    def result(self) -> T: ...
-
-
-class Done(Generic[T]):
-    """An already finished call (local shards run synchronously)."""
-
-    __slots__ = ("_value", "_error")
-
-    def __init__(self, value: T | None = None, error: BaseException | None = None):
-        self._value, self._error = value, error
-
-    def result(self) -> T:
-        if self._error is not None:
-            raise self._error
-        return self._value  # type: ignore[return-value]
-
-
 class Shard(Protocol):
     """What the coordinator needs from one replica of one shard."""
 
     name: str  # "shard 1 of 'docs' on 10.0.0.7:6335", used in error messages
 
-    def upsert(self, ids: np.ndarray, vectors: np.ndarray, payloads: list[bytes] | None,
-               timeout: float | None = None) -> Pending[int]: ...
-    def delete(self, ids: np.ndarray, timeout: float | None = None) -> Pending[int]: ...
-    def retrieve(self, ids: np.ndarray, with_payload: bool, with_vector: bool,
-                 timeout: float | None = None) -> Pending[ShardPoints]: ...
-    def count(self, timeout: float | None = None) -> Pending[int]: ...
-    def search(self, queries: np.ndarray, params: ShardSearch,
-               timeout: float | None = None) -> Pending[list[ShardPoints]]: ...
-    def stats(self, timeout: float | None = None) -> Pending[dict]: ...
+    async def upsert(self, ids: np.ndarray, vectors: np.ndarray, payloads: list[bytes] | None,
+                     timeout: float | None = None) -> int: ...
+    async def delete(self, ids: np.ndarray, timeout: float | None = None) -> int: ...
+    async def retrieve(self, ids: np.ndarray, with_payload: bool, with_vector: bool,
+                       timeout: float | None = None) -> ShardPoints: ...
+    async def count(self, timeout: float | None = None) -> int: ...
+    async def search(self, queries: np.ndarray, params: ShardSearch,
+                     timeout: float | None = None) -> list[ShardPoints]: ...
+    async def stats(self, timeout: float | None = None) -> dict: ...
 
 
 def encode_payload(p: dict | None) -> bytes:
@@ -134,48 +116,54 @@ def _reject_constant(name: str):
     raise ValueError(f"{name} is not JSON")
 
 
-def _run(fn, *args) -> Done:
-    try:
-        return Done(fn(*args))
-    except QuiverError as e:
-        return Done(error=e)
-
-
 class LocalShard:
-    """A shard in this process: a ShardEngine behind the Shard interface."""
+    """A shard in this process: a ShardEngine behind the Shard interface.
 
-    def __init__(self, engine: ShardEngine, collection: str, shard_id: int):
+    Reads (search, retrieve, count, stats) run on the event loop itself, or on
+    ``search_pool`` when given (the engine's kernels release the GIL, so a
+    pool lets one node search on several cores). Writes run in a worker
+    thread: an upsert may retrain the index for seconds, and searches go on
+    meanwhile (the engine lets them).
+    """
+
+    def __init__(self, engine: ShardEngine, collection: str, shard_id: int, search_pool: Executor | None = None):
         self.engine = engine
         self.collection = collection
         self.shard_id = shard_id
         self.name = f"shard {shard_id} of {collection!r}"
+        self._pool = search_pool
 
-    def upsert(self, ids, vectors, payloads, timeout=None) -> Pending[int]:
-        return _run(self._upsert, ids, vectors, payloads)
+    async def _read(self, fn, *args):
+        if self._pool is None:
+            return fn(*args)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
-    def _upsert(self, ids, vectors, payloads) -> int:
+    async def upsert(self, ids, vectors, payloads, timeout=None) -> int:
+        return await asyncio.to_thread(self.upsert_now, ids, vectors, payloads)
+
+    def upsert_now(self, ids, vectors, payloads) -> int:
         dicts = None if not payloads else [decode_payload(b, i) for i, b in enumerate(payloads)]
         self.engine.upsert(ids, vectors, dicts)
         return len(ids)
 
-    def delete(self, ids, timeout=None) -> Pending[int]:
-        return _run(self.engine.delete, ids)
+    async def delete(self, ids, timeout=None) -> int:
+        return await asyncio.to_thread(self.engine.delete, ids)
 
-    def retrieve(self, ids, with_payload, with_vector, timeout=None) -> Pending[ShardPoints]:
-        return _run(self._retrieve, ids, with_payload, with_vector)
+    async def retrieve(self, ids, with_payload, with_vector, timeout=None) -> ShardPoints:
+        return await self._read(self.retrieve_now, ids, with_payload, with_vector)
 
-    def _retrieve(self, ids, with_payload, with_vector) -> ShardPoints:
+    def retrieve_now(self, ids, with_payload, with_vector) -> ShardPoints:
         r = self.engine.retrieve(ids, with_payload=with_payload, with_vector=with_vector)
         payloads = None if r.payloads is None else [encode_payload(p) for p in r.payloads]
         return ShardPoints(r.ids, None, payloads, r.vectors)
 
-    def count(self, timeout=None) -> Pending[int]:
-        return _run(self.engine.count)
+    async def count(self, timeout=None) -> int:
+        return self.engine.count()
 
-    def search(self, queries, params: ShardSearch, timeout=None) -> Pending[list[ShardPoints]]:
-        return _run(self._search, queries, params)
+    async def search(self, queries, params: ShardSearch, timeout=None) -> list[ShardPoints]:
+        return await self._read(self.search_now, queries, params)
 
-    def _search(self, queries, p: ShardSearch) -> list[ShardPoints]:
+    def search_now(self, queries, p: ShardSearch) -> list[ShardPoints]:
         hits = self.engine.search_batch(
             queries, p.limit, oversampling=p.oversampling, rescore=p.rescore, ignore=p.ignore,
             exact=p.exact, effort=p.effort, with_payload=p.with_payload, with_vector=p.with_vector,
@@ -184,8 +172,8 @@ class LocalShard:
                             None if h.payloads is None else [encode_payload(x) for x in h.payloads],
                             h.vectors) for h in hits]
 
-    def stats(self, timeout=None) -> Pending[dict]:
-        return _run(self.engine.stats)
+    async def stats(self, timeout=None) -> dict:
+        return self.engine.stats()
 
     def close(self) -> None:
         self.engine.close()
@@ -194,8 +182,11 @@ class LocalShard:
 class ShardNode:
     """The shards one node hosts, at ``<data_dir>/<collection>/<shard_id>/``."""
 
-    def __init__(self, data_dir: str | os.PathLike):
+    def __init__(self, data_dir: str | os.PathLike, search_threads: int = 0):
+        """search_threads: 0 runs searches on the event loop (best when a node has
+        about one core), N > 0 on a pool of N threads (many cores per node)."""
         self.data_dir = Path(data_dir)
+        self._pool = ThreadPoolExecutor(search_threads, "search") if search_threads > 0 else None
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()  # guards _shards; creates and drops are rare
         self._shards: dict[tuple[str, int], LocalShard] = {}
@@ -210,7 +201,7 @@ class ShardNode:
                     log.warning("skipping %s: no shard there", sdir)
                     continue
                 key = (cdir.name, int(sdir.name))
-                self._shards[key] = LocalShard(engine, *key)
+                self._shards[key] = LocalShard(engine, *key, search_pool=self._pool)
                 log.info("opened shard", extra={"collection": key[0], "shard": key[1], "points": engine.count()})
 
     def path(self, collection: str, shard_id: int) -> Path:
@@ -239,7 +230,7 @@ class ShardNode:
                 shutil.rmtree(path)
             path.parent.mkdir(parents=True, exist_ok=True)
             engine = ShardEngine.create(str(path), config)
-            self._shards[(collection, shard_id)] = LocalShard(engine, collection, shard_id)
+            self._shards[(collection, shard_id)] = LocalShard(engine, collection, shard_id, self._pool)
         log.info("created shard", extra={"collection": collection, "shard": shard_id})
         return True
 
@@ -265,3 +256,5 @@ class ShardNode:
             shards, self._shards = list(self._shards.values()), {}
         for s in shards:
             s.close()
+        if self._pool is not None:
+            self._pool.shutdown()

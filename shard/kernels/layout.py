@@ -3,6 +3,8 @@
 import numpy as np
 from numba import njit
 
+from shard.kernels.topk import heap_push, heap_sorted
+
 
 @njit(nogil=True, cache=True)
 def build_lists(list_of_slot, nlist):
@@ -29,6 +31,18 @@ def build_lists(list_of_slot, nlist):
 
 
 @njit(nogil=True, cache=True)
+def _nearest_sorted(rank, t):
+    """Indices of the t largest entries of rank, largest first (heap select)."""
+    hs = np.full(t, -np.inf, np.float32)
+    hi = np.full(t, -1, np.int64)
+    size = 0
+    for l in range(rank.shape[0]):
+        size = heap_push(hs, hi, size, rank[l], l)
+    heap_sorted(hs, hi, size)
+    return hi[:size]
+
+
+@njit(nogil=True, cache=True)
 def nearest_lists(qc, half_cnorm, list_sizes, nprobe, min_candidates):
     """Lists to probe per query, nearest (euclidean) first.
 
@@ -39,24 +53,32 @@ def nearest_lists(qc, half_cnorm, list_sizes, nprobe, min_candidates):
     """
     m, nlist = qc.shape
     nprobe = min(nprobe, nlist)
+    mean_size = max(1.0, list_sizes.sum() / nlist)
+    guess = min(nlist, max(nprobe, int(2 * min_candidates / mean_size) + 1))
     order = np.empty((m, nlist), np.int32)
     need = np.zeros(m, np.int64)
+    rank = np.empty(nlist, np.float32)
     for qi in range(m):
-        rank = qc[qi] - half_cnorm
-        idx = np.argsort(-rank)
-        total = 0
-        cnt = 0
-        for t in range(nlist):
-            l = idx[t]
-            order[qi, t] = l
-            total += list_sizes[l]
-            cnt = t + 1
-            if cnt >= nprobe and total >= min_candidates:
+        for l in range(nlist):
+            rank[l] = qc[qi, l] - half_cnorm[l]
+        t = guess
+        while True:
+            idx = _nearest_sorted(rank, t)
+            total = 0
+            cnt = 0
+            for j in range(t):
+                order[qi, j] = idx[j]
+                total += list_sizes[idx[j]]
+                cnt = j + 1
+                if cnt >= nprobe and total >= min_candidates:
+                    break
+            if (cnt >= nprobe and total >= min_candidates) or t == nlist:
                 break
+            t = min(nlist, 2 * t)
         need[qi] = cnt
     width = need.max()
     out = np.full((m, width), -1, np.int32)
     for qi in range(m):
-        for t in range(need[qi]):
-            out[qi, t] = order[qi, t]
+        for j in range(need[qi]):
+            out[qi, j] = order[qi, j]
     return out
