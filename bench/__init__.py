@@ -1,0 +1,1 @@
+"""Benchmarks for Quiver: datasets, recall measurement and yardstick systems."""

@@ -1,0 +1,123 @@
+"""Engine benchmark on docs384: Quiver's shard engine beside Qdrant's and FAISS.
+
+One search thread, queries one at a time, every system on the same data in the
+same run. Prints a table and writes JSON lines to
+bench/results/engine-docs384.jsonl (one object per row; keys in
+bench.yardsticks.make_row). Run with ``./run bench-engine`` (``--quick`` for a
+short smoke run, ``--no-yardsticks`` for Quiver alone).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.datasets import load_docs384
+from bench.yardsticks import fmt_row, make_row, measure
+from shard.config import CollectionConfig, IndexConfig, QuantizationConfig
+from shard.engine import ShardEngine
+
+RESULTS = Path(__file__).resolve().parent / "results" / "engine-docs384.jsonl"
+NLIST = 512
+NPROBE = 128
+
+CONFIGS = [
+    ("none", None, "ivf exact scoring", QuantizationConfig(kind="none")),
+    ("scalar", None, "int8 per-dim q0.99", QuantizationConfig(kind="scalar")),
+    ("binary", None, "1-bit, 4-bit query", QuantizationConfig(kind="binary", query_encoding="scalar4bits")),
+    ("binary", None, "1-bit, 8-bit query", QuantizationConfig(kind="binary", query_encoding="scalar8bits")),
+    ("binary", None, "1-bit, 1-bit query", QuantizationConfig(kind="binary", query_encoding="binary")),
+    ("binary1.5", None, "1.5-bit, 4-bit query", QuantizationConfig(kind="binary", encoding="one_and_half_bits")),
+    ("binary2", None, "2-bit, 4-bit query", QuantizationConfig(kind="binary", encoding="two_bits")),
+    *[("product", c, f"pq {c}", QuantizationConfig(kind="product", compression=c))
+      for c in ("x4", "x8", "x16", "x32", "x64")],
+]
+
+
+def machine() -> dict:
+    cpu = "unknown"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "date": time.strftime("%Y-%m-%d")}
+
+
+def build(path: str, xb: np.ndarray, quant: QuantizationConfig) -> tuple[ShardEngine, float]:
+    eng = ShardEngine.create(path, CollectionConfig(dim=xb.shape[1], distance="cosine", quantization=quant,
+                                                    index=IndexConfig(nlist=NLIST, nprobe=NPROBE)))
+    t = time.perf_counter()
+    for s in range(0, len(xb), 10_000):
+        eng.upsert(np.arange(s, min(s + 10_000, len(xb))), xb[s:s + 10_000])
+    return eng, len(xb) / (time.perf_counter() - t)
+
+
+def quiver_rows(xb, xq, gt, nq, oversamplings, log=print) -> list[dict]:
+    rows = []
+    for name, compression, variant, quant in CONFIGS:
+        tmp = tempfile.mkdtemp(prefix="quiver-bench-")
+        try:
+            eng, rate = build(os.path.join(tmp, "s"), xb, quant)
+            st = eng.stats()
+            ram = st["ram_bytes"] / st["points"]
+            log(f"# quiver {name} {variant}: ingest {rate:,.0f} vectors/s, {ram:.1f} RAM bytes/vector")
+            rescores = (False,) if name == "none" else (True, False)
+            ovs = (1.0,) if name == "none" else oversamplings
+            for ov in ovs:
+                for rescore in rescores:
+                    before = eng.stats()["originals_read"]
+
+                    def one(i, ov=ov, rescore=rescore):
+                        return eng.search(xq[i], 10, ov, rescore=rescore).ids[:10]
+
+                    recall, qps = measure(one, gt, nq, 10)
+                    reads = (eng.stats()["originals_read"] - before) / (nq + min(50, nq))
+                    row = make_row("quiver", name, f"{variant}, ivf {NLIST}/{NPROBE}", compression, ov, rescore,
+                                   recall, qps, ram, reads)
+                    row["ingest_vectors_per_s"] = rate
+                    rows.append(row)
+                    log(fmt_row(row))
+            eng.close()
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return rows
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--queries", type=int, default=1000)
+    ap.add_argument("--quick", action="store_true", help="200 queries, oversampling 1 and 3")
+    ap.add_argument("--no-yardsticks", action="store_true")
+    ap.add_argument("--out", default=str(RESULTS))
+    args = ap.parse_args(argv)
+    xb, xq, gt = load_docs384()
+    nq = 200 if args.quick else args.queries
+    ovs = (1.0, 3.0) if args.quick else (1.0, 2.0, 3.0, 4.0)
+    info = machine()
+    print(f"# machine: {info}")
+    rows = quiver_rows(xb, xq, gt, nq, ovs)
+    if not args.no_yardsticks:
+        from bench import yardsticks
+        rows += yardsticks.run_qdrant_edge(xb, xq, gt, oversamplings=ovs, max_queries=nq)
+        rows += yardsticks.run_faiss(xb, xq, gt, oversamplings=ovs, max_queries=nq)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    with open(args.out, "w") as f:
+        for r in rows:
+            f.write(json.dumps({**r, "machine": info, "queries": nq}) + "\n")
+    print(f"# wrote {len(rows)} rows to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
