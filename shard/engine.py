@@ -20,7 +20,6 @@ mutates the in-RAM arrays or the LMDB map grows (``_rw``).
 
 from __future__ import annotations
 
-import ctypes
 import io
 import json
 import logging
@@ -37,12 +36,15 @@ from shard.errors import AlreadyExists, InvalidArgument, NotFound
 from shard.index import ivf
 from shard.index.code_store import CodeStore
 from shard.kernels.exact import dot_rows, dot_rows_indexed, half_sqnorms
-from shard.kernels.topk import heap_push  # noqa: F401  (compiled with the kernels)
+from shard.memory import release_free_memory, tune_malloc
 from shard.quantization import make_quantizer
 from shard.rwlock import RWLock
 from shard.storage.lmdb_store import LmdbVectorStore
 
 log = logging.getLogger("quiver.shard")
+tune_malloc()
+#: Batches at least this large hand their freed temporaries back to the OS.
+TRIM_AFTER_BATCH = 5_000
 
 #: Points the product quantizer trains on (its k-means is d x 256 per point).
 PQ_TRAIN_SAMPLE = 20_000
@@ -88,14 +90,6 @@ class _Index:
         self.nlist = len(self.centroids)
         if quantizer is not None:
             quantizer.set_centroids(self.centroids)
-
-
-def _release_free_memory() -> None:
-    """Hand freed heap back to the OS after a retrain's temporaries (glibc)."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 def _encode_payloads(payloads, n: int) -> list[bytes | None] | None:
@@ -186,7 +180,7 @@ class ShardEngine:
         codes.load_records(ids, recs)
         codes.refresh()
         del ids, recs
-        _release_free_memory()
+        release_free_memory()
         self._index, self._codes = index, codes
         log.info("opened shard %s: %d points, %d lists", self.path, codes.n, index.nlist)
 
@@ -257,6 +251,8 @@ class ShardEngine:
                 self._index, self._codes = index, codes
             if codes.n >= index.trained_n * self.config.index.retrain_growth:
                 self._retrain()
+            elif len(ids) >= TRIM_AFTER_BATCH:
+                release_free_memory()
 
     def delete(self, ids) -> int:
         """Delete points by id; returns how many existed."""
@@ -344,7 +340,7 @@ class ShardEngine:
         with self._rw.exclusive():
             self._index, self._codes = index, codes
         del all_recs, recs
-        _release_free_memory()
+        release_free_memory()
         log.info("shard %s retrained: %d points, %d lists", self.path, n, index.nlist)
 
     # -- reads ----------------------------------------------------------
