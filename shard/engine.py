@@ -249,7 +249,9 @@ class ShardEngine:
             with self._rw.exclusive():
                 codes.upsert(ids, lists, code, factors, hsq)
                 self._index, self._codes = index, codes
-            if codes.n >= index.trained_n * self.config.index.retrain_growth:
+            ic = self.config.index
+            if codes.n >= index.trained_n * ic.retrain_growth or (
+                    index.nlist == 1 and ic.full_scan_threshold and codes.n >= ic.full_scan_threshold):
                 self._retrain()
             elif len(ids) >= TRIM_AFTER_BATCH:
                 release_free_memory()
@@ -283,7 +285,9 @@ class ShardEngine:
             centroids = sample.mean(axis=0, keepdims=True)
         else:
             nlist = ic.nlist or ivf.auto_nlist(n_total)
-            centroids = ivf.kmeans(sample, nlist, self.config.quantization.seed, self.progress)
+            # 64 points a list is plenty for the coarse k-means (FAISS warns below 39)
+            km_sample = sample if len(sample) <= 64 * nlist else sample[:: int(np.ceil(len(sample) / (64 * nlist)))]
+            centroids = ivf.kmeans(km_sample, nlist, self.config.quantization.seed, self.progress)
         quantizer = make_quantizer(self.config)
         if quantizer is not None:
             lists = ivf.assign(sample, centroids)

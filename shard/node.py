@@ -28,7 +28,6 @@ import shutil
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Protocol
 
 import numpy as np
@@ -119,24 +118,17 @@ def _reject_constant(name: str):
 class LocalShard:
     """A shard in this process: a ShardEngine behind the Shard interface.
 
-    Reads (search, retrieve, count, stats) run on the event loop itself, or on
-    ``search_pool`` when given (the engine's kernels release the GIL, so a
-    pool lets one node search on several cores). Writes run in a worker
-    thread: an upsert may retrain the index for seconds, and searches go on
-    meanwhile (the engine lets them).
+    The ``*_now`` methods are the synchronous calls the shard node's handler
+    threads make. The coroutines (the Shard interface) run reads inline and
+    writes in a worker thread: an upsert may retrain the index for seconds,
+    and searches go on meanwhile (the engine lets them).
     """
 
-    def __init__(self, engine: ShardEngine, collection: str, shard_id: int, search_pool: Executor | None = None):
+    def __init__(self, engine: ShardEngine, collection: str, shard_id: int):
         self.engine = engine
         self.collection = collection
         self.shard_id = shard_id
         self.name = f"shard {shard_id} of {collection!r}"
-        self._pool = search_pool
-
-    async def _read(self, fn, *args):
-        if self._pool is None:
-            return fn(*args)
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     async def upsert(self, ids, vectors, payloads, timeout=None) -> int:
         return await asyncio.to_thread(self.upsert_now, ids, vectors, payloads)
@@ -150,7 +142,7 @@ class LocalShard:
         return await asyncio.to_thread(self.engine.delete, ids)
 
     async def retrieve(self, ids, with_payload, with_vector, timeout=None) -> ShardPoints:
-        return await self._read(self.retrieve_now, ids, with_payload, with_vector)
+        return self.retrieve_now(ids, with_payload, with_vector)
 
     def retrieve_now(self, ids, with_payload, with_vector) -> ShardPoints:
         r = self.engine.retrieve(ids, with_payload=with_payload, with_vector=with_vector)
@@ -161,7 +153,7 @@ class LocalShard:
         return self.engine.count()
 
     async def search(self, queries, params: ShardSearch, timeout=None) -> list[ShardPoints]:
-        return await self._read(self.search_now, queries, params)
+        return self.search_now(queries, params)
 
     def search_now(self, queries, p: ShardSearch) -> list[ShardPoints]:
         hits = self.engine.search_batch(
@@ -182,11 +174,8 @@ class LocalShard:
 class ShardNode:
     """The shards one node hosts, at ``<data_dir>/<collection>/<shard_id>/``."""
 
-    def __init__(self, data_dir: str | os.PathLike, search_threads: int = 0):
-        """search_threads: 0 runs searches on the event loop (best when a node has
-        about one core), N > 0 on a pool of N threads (many cores per node)."""
+    def __init__(self, data_dir: str | os.PathLike):
         self.data_dir = Path(data_dir)
-        self._pool = ThreadPoolExecutor(search_threads, "search") if search_threads > 0 else None
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()  # guards _shards; creates and drops are rare
         self._shards: dict[tuple[str, int], LocalShard] = {}
@@ -201,7 +190,7 @@ class ShardNode:
                     log.warning("skipping %s: no shard there", sdir)
                     continue
                 key = (cdir.name, int(sdir.name))
-                self._shards[key] = LocalShard(engine, *key, search_pool=self._pool)
+                self._shards[key] = LocalShard(engine, *key)
                 log.info("opened shard", extra={"collection": key[0], "shard": key[1], "points": engine.count()})
 
     def path(self, collection: str, shard_id: int) -> Path:
@@ -230,7 +219,7 @@ class ShardNode:
                 shutil.rmtree(path)
             path.parent.mkdir(parents=True, exist_ok=True)
             engine = ShardEngine.create(str(path), config)
-            self._shards[(collection, shard_id)] = LocalShard(engine, collection, shard_id, self._pool)
+            self._shards[(collection, shard_id)] = LocalShard(engine, collection, shard_id)
         log.info("created shard", extra={"collection": collection, "shard": shard_id})
         return True
 
@@ -256,5 +245,3 @@ class ShardNode:
             shards, self._shards = list(self._shards.values()), {}
         for s in shards:
             s.close()
-        if self._pool is not None:
-            self._pool.shutdown()

@@ -15,7 +15,7 @@ import numpy as np
 
 from shard.kernels.layout import nearest_lists
 
-KMEANS_ITERATIONS = 10
+KMEANS_ITERATIONS = 8
 _CHUNK = 16_384
 
 

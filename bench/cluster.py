@@ -1,0 +1,180 @@
+"""Cluster benchmark on docs384: 1 coordinator + 2 shard nodes, all through the client.
+
+Measures the ingest rate through ``Client.upsert_many``, then for binary and
+scalar quantization at oversampling 1..4 with rescoring: queries/s at
+concurrency 1, 8 and 32 (threads, each with its own channel), p50 / p99
+latency, and recall@10 (on the concurrency-1 run). Prints a table and writes
+JSON lines to bench/results/cluster-docs384.jsonl.
+
+    python -m bench.cluster            # full run (1000 queries per cell)
+    python -m bench.cluster --quick    # 200 queries, oversampling 1 and 3
+    python -m bench.cluster --engine   # also one in-process ShardEngine with the same settings,
+                                       # for the recall the cluster should match (system "quiver-engine")
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+if __package__ in (None, ""):  # run as a script: make the repo root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.datasets import load_docs384, recall_at_k  # noqa: E402
+from bench.engine import NLIST, NPROBE, machine  # noqa: E402
+from quiver.client import Client  # noqa: E402
+from quiver.local import LocalCluster  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results" / "cluster-docs384.jsonl"
+SYSTEM = "quiver-cluster"
+LIMIT = 10
+WARMUP = 50
+#: The engine benchmark's lists and probes. A shard trains on its first batch and
+#: retrains each time it grows by retrain_growth; with the engine's defaults
+#: (threshold 20k, growth 4) a 50k-point shard would never leave the one-list
+#: full scan, so the last training here happens at ~28k points, with 512 lists.
+INDEX = {"nlist": NLIST, "nprobe": NPROBE, "full_scan_threshold": 10_000, "retrain_growth": 3.0}
+BATCH = 4096
+
+
+def run_queries(address: str, name: str, xq: np.ndarray, concurrency: int, nq: int, **params):
+    """Run queries 0..nq-1 over ``concurrency`` threads (own client each); returns (I, latencies s, wall s)."""
+    clients = [Client(address, timeout=60) for _ in range(concurrency)]
+    for c in clients:  # connect and warm up every channel
+        for i in range(max(1, WARMUP // concurrency)):
+            c.search(name, xq[i % len(xq)], limit=LIMIT, **params)
+    I = np.full((nq, LIMIT), -1, np.int64)
+    lat = np.zeros(nq)
+    nxt = iter(range(nq))
+    lock = threading.Lock()
+
+    def worker(c: Client):
+        while True:
+            with lock:
+                i = next(nxt, None)
+            if i is None:
+                return
+            t = time.perf_counter()
+            hits = c.search(name, xq[i], limit=LIMIT, **params)
+            lat[i] = time.perf_counter() - t
+            I[i, :len(hits)] = hits.ids[:LIMIT].astype(np.int64)
+
+    threads = [threading.Thread(target=worker, args=(c,)) for c in clients]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    for c in clients:
+        c.close()
+    return I, lat, wall
+
+
+def engine_rows(xb, xq, gt, nq: int, quant: str, ovs) -> list[dict]:
+    """Recall@10 and single-thread q/s of one in-process engine holding every point, same config."""
+    from shard.config import CollectionConfig, IndexConfig, QuantizationConfig
+    from shard.engine import ShardEngine
+
+    tmp = tempfile.mkdtemp(prefix="quiver-engine-bench-")
+    rows = []
+    try:
+        eng = ShardEngine.create(tmp + "/s", CollectionConfig(dim=xb.shape[1], distance="cosine",
+                                                              quantization=QuantizationConfig(kind=quant),
+                                                              index=IndexConfig(**INDEX)))
+        for s in range(0, len(xb), BATCH):
+            eng.upsert(np.arange(s, min(s + BATCH, len(xb)), dtype=np.uint64), xb[s:s + BATCH])
+        for ov in ovs:
+            I = np.full((nq, LIMIT), -1, np.int64)
+            t = time.perf_counter()
+            for i in range(nq):
+                ids = eng.search(xq[i], LIMIT, ov, rescore=True).ids[:LIMIT]
+                I[i, :len(ids)] = ids.astype(np.int64)
+            qps = nq / (time.perf_counter() - t)
+            rows.append({"system": "quiver-engine", "shards": 1, "quantization": quant, "oversampling": ov,
+                         "rescore": True, "concurrency": 1, "qps": qps, "recall_at_10": recall_at_k(I, gt[:nq], 10)})
+            print(f"{'engine':>7} {ov:>4g} {1:>5} {qps:>8,.0f} {'':>8} {'':>8} {rows[-1]['recall_at_10']:>10.3f}")
+        eng.close()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return rows
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--queries", type=int, default=1000)
+    ap.add_argument("--quick", action="store_true", help="200 queries, oversampling 1 and 3")
+    ap.add_argument("--points", type=int, default=0, help="load only the first N base vectors (0 = all)")
+    ap.add_argument("--quantizations", default="binary,scalar")
+    ap.add_argument("--concurrency", default="1,8,32")
+    ap.add_argument("--engine", action="store_true", help="also measure one in-process engine (same settings)")
+    ap.add_argument("--out", default=str(RESULTS))
+    args = ap.parse_args(argv)
+
+    xb, xq, gt = load_docs384()
+    if args.points:  # recall is then against the full dataset's truth: only for smoke runs
+        xb = xb[:args.points]
+    nq = min(200 if args.quick else args.queries, len(xq))
+    ovs = (1.0, 3.0) if args.quick else (1.0, 2.0, 3.0, 4.0)
+    concurrencies = [int(c) for c in args.concurrency.split(",")]
+    info = machine()
+    print(f"# machine: {info}")
+    root = Path(tempfile.mkdtemp(prefix="quiver-cluster-bench-"))
+    cluster = LocalCluster(root, nodes=2)
+    rows = []
+    try:
+        address = cluster.start()
+        print(f"# cluster at {address} (data in {root})")
+        with Client(address, timeout=600) as c:
+            for quant in args.quantizations.split(","):
+                name = f"bench-{quant}"
+                c.create_collection(name, xb.shape[1], "cosine", quantization=quant, shard_number=2,
+                                    index=INDEX)
+                t = time.perf_counter()
+                c.upsert_many(name, np.arange(len(xb), dtype=np.uint64), xb, batch_size=BATCH, in_flight=2)
+                rate = len(xb) / (time.perf_counter() - t)
+                assert c.count(name) == len(xb)
+                row = {"system": SYSTEM, "shards": 2, "quantization": quant, "ingest_points_per_s": rate}
+                rows.append(row)
+                print(f"# {quant}: ingested {len(xb):,} points at {rate:,.0f} points/s")
+                print(f"{'quant':>7} {'os':>4} {'conc':>5} {'qps':>8} {'p50 ms':>8} {'p99 ms':>8} "
+                      f"{'recall@10':>10} {'originals/q':>12}")
+                for ov in ovs:
+                    recall = None
+                    for conc in concurrencies:
+                        before = c.get_collection(name).originals_read
+                        I, lat, wall = run_queries(address, name, xq, conc, nq, oversampling=ov, rescore=True)
+                        reads = (c.get_collection(name).originals_read - before) / (nq + WARMUP)
+                        if recall is None or conc == 1:
+                            recall = recall_at_k(I, gt[:nq], k=10)
+                        row = {"system": SYSTEM, "shards": 2, "quantization": quant, "oversampling": ov,
+                               "rescore": True, "concurrency": conc, "qps": nq / wall,
+                               "p50_ms": float(np.percentile(lat, 50) * 1e3),
+                               "p99_ms": float(np.percentile(lat, 99) * 1e3), "recall_at_10": recall,
+                               "originals_read_per_query": reads}
+                        rows.append(row)
+                        print(f"{quant:>7} {ov:>4g} {conc:>5} {row['qps']:>8,.0f} {row['p50_ms']:>8.2f} "
+                              f"{row['p99_ms']:>8.2f} {recall:>10.3f} {reads:>12.1f}")
+                c.delete_collection(name)
+                if args.engine:
+                    rows += engine_rows(xb, xq, gt, nq, quant, ovs)
+    finally:
+        cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    with open(args.out, "w") as f:
+        for r in rows:
+            f.write(json.dumps({**r, "machine": info, "queries": nq}) + "\n")
+    print(f"# wrote {len(rows)} rows to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""The coordinator's gRPC server: a thin Quiver servicer over ``coordinator.service``.
+
+    await create_server(addr, coordinator) -> (server, port)   # started; tests use port 0
+    serve(...)                                                 # + metrics, SIGTERM, port file
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import grpc
+
+from coordinator.service import CollectionStatus, Coordinator, Points
+from quiver import convert
+from quiver.serving import (DEFAULT_MAX_MESSAGE_MB, RpcMetrics, add_standard_services, bind, new_health, new_server,
+                            rpc, run_until_signal, start_metrics, write_port_file)
+from quiver.v1 import quiver_pb2 as pb
+from quiver.v1 import quiver_pb2_grpc as pb_grpc
+
+log = logging.getLogger("quiver.coordinator")
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Quiver"].full_name
+_STATUS = {"green": pb.COLLECTION_STATUS_GREEN, "yellow": pb.COLLECTION_STATUS_YELLOW,
+           "red": pb.COLLECTION_STATUS_RED}
+
+
+def _points(p: Points, message=pb.ScoredPoints):
+    msg = message(ids=convert.point_ids_to_proto(p.ids, p.uuids))
+    if p.scores is not None:
+        msg.scores.extend(p.scores.tolist())
+    if p.payloads is not None:
+        msg.payloads.extend(p.payloads)
+    if p.vectors is not None:
+        msg.vectors.CopyFrom(convert.vectors_to_proto(p.vectors))
+    return msg
+
+
+def _collection_info(st: CollectionStatus) -> pb.CollectionInfo:
+    m = st.meta
+    info = pb.CollectionInfo(name=m.name, shard_number=m.shard_number, replication_factor=m.replication_factor,
+                             status=_STATUS[st.status], points_count=st.points, **convert.config_to_proto(m.config))
+    for r in st.replicas:
+        s = r.stats or {}
+        info.shards.add(shard_id=r.shard_id, node=r.node, available=r.stats is not None, error=r.error,
+                        points_count=s.get("points", 0), ram_bytes=s.get("ram_bytes", 0),
+                        disk_bytes=s.get("disk_bytes", 0), originals_read=s.get("originals_read", 0),
+                        searches=s.get("searches", 0))
+    return info
+
+
+class QuiverServicer(pb_grpc.QuiverServicer):
+    def __init__(self, coordinator: Coordinator, metrics: RpcMetrics):
+        self.coord = coordinator
+        self.metrics = metrics
+
+    @rpc
+    async def CreateCollection(self, request, context):
+        config = convert.config_from_proto(request.dimension, request.distance, request.quantization,
+                                           request.index)
+        await self.coord.create_collection(request.name, config, request.shard_number, request.replication_factor)
+        return _collection_info(await self.coord.collection_status(request.name, context.time_remaining()))
+
+    @rpc
+    async def GetCollection(self, request, context):
+        return _collection_info(await self.coord.collection_status(request.name, context.time_remaining()))
+
+    @rpc
+    async def ListCollections(self, request, context):
+        return pb.ListCollectionsResponse(names=self.coord.list_collections())
+
+    @rpc
+    async def DeleteCollection(self, request, context):
+        await self.coord.delete_collection(request.name)
+        return pb.DeleteCollectionResponse()
+
+    @rpc
+    async def Upsert(self, request, context):
+        n = await self.coord.upsert(request.collection, convert.point_ids_from_proto(request.ids),
+                              convert.vectors_from_proto(request.vectors), list(request.payloads),
+                              context.time_remaining())
+        return pb.UpsertResponse(upserted=n)
+
+    @rpc
+    async def GetPoints(self, request, context):
+        p = await self.coord.get_points(request.collection, convert.point_ids_from_proto(request.ids),
+                                  request.with_payload, request.with_vector, context.time_remaining())
+        return _points(p, pb.GetPointsResponse)
+
+    @rpc
+    async def DeletePoints(self, request, context):
+        n = await self.coord.delete_points(request.collection, convert.point_ids_from_proto(request.ids),
+                                     context.time_remaining())
+        return pb.DeletePointsResponse(deleted=n)
+
+    @rpc
+    async def Count(self, request, context):
+        return pb.CountResponse(count=await self.coord.count(request.collection, context.time_remaining()))
+
+    @rpc
+    async def Search(self, request, context):
+        queries = convert.vectors_from_proto(request.vectors, "query vectors")
+        results, answered, total = await self.coord.search(request.collection, queries,
+                                                     convert.search_spec_from_proto(request),
+                                                     context.time_remaining())
+        return pb.SearchResponse(results=[_points(r) for r in results], shards_answered=answered,
+                                 shards_total=total)
+
+
+async def create_server(address: str, coordinator: Coordinator, *, metrics: RpcMetrics | None = None,
+                        health_servicer=None, max_message_mb: int = DEFAULT_MAX_MESSAGE_MB
+                        ) -> tuple[grpc.aio.Server, int]:
+    """Start the Quiver service for ``coordinator`` on ``address`` (port 0 = any free port).
+
+    Returns ``(server, port)``; the caller closes ``coordinator`` after stopping the server.
+    """
+    metrics = metrics or RpcMetrics("coordinator")
+    server = new_server(max_message_mb << 20)
+    pb_grpc.add_QuiverServicer_to_server(QuiverServicer(coordinator, metrics), server)
+    await add_standard_services(server, [SERVICE_NAME], health_servicer)
+    port = bind(server, address)
+    await server.start()
+    return server, port
+
+
+async def _serve(address: str, data_dir: str, shard_nodes: list[str], *, shard_timeout: float,
+                 write_timeout: float, metrics_port: int | None, port_file: str | None, grace: float,
+                 max_message_mb: int) -> None:
+    coordinator = Coordinator(data_dir, shard_nodes, shard_timeout=shard_timeout, write_timeout=write_timeout,
+                              max_message_bytes=max_message_mb << 20)
+    metrics = RpcMetrics("coordinator")
+    health = new_health()
+    server, port = await create_server(address, coordinator, metrics=metrics, health_servicer=health,
+                                       max_message_mb=max_message_mb)
+    httpd, mport = start_metrics(metrics_port, metrics.registry)
+    log.info("coordinator listening", extra={"address": address, "port": port, "metrics_port": mport,
+                                             "data_dir": str(data_dir), "shard_nodes": shard_nodes})
+    if port_file:
+        write_port_file(port_file, port=port, metrics_port=mport)
+    await run_until_signal(server, health, grace=grace, on_stop=coordinator.close, metrics_httpd=httpd)
+
+
+def serve(address: str, data_dir: str, shard_nodes: list[str], *, shard_timeout: float = 10.0,
+          write_timeout: float = 300.0, metrics_port: int | None = None, port_file: str | None = None,
+          grace: float = 10.0, max_message_mb: int = DEFAULT_MAX_MESSAGE_MB) -> None:
+    """Run a coordinator until SIGTERM; then drain in-flight calls and close its metadata store."""
+    asyncio.run(_serve(address, data_dir, shard_nodes, shard_timeout=shard_timeout, write_timeout=write_timeout,
+                       metrics_port=metrics_port, port_file=port_file, grace=grace, max_message_mb=max_message_mb))

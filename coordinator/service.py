@@ -1,0 +1,471 @@
+"""The coordinator's logic, in plain Python types (the gRPC server is a thin layer on top).
+
+Collections and their shard placement live in the metadata store. A point
+goes to shard ``shard_of(id)``; a search goes to every shard at once and the
+candidates are merged by score (``merge_from_shards``), which is exact as long
+as shards return exact (rescored) scores, and close when they return the
+codes' estimates, which the engine puts on the exact scale.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from coordinator.fanout import first_error, read_shards, settle, write_shards
+from coordinator.merge import merge_from_shards
+from coordinator.placement import CollectionMeta, MetadataStore, place_shards, shard_of
+from coordinator.shard_client import NodePool, RemoteShard
+from quiver.convert import SearchSpec, config_to_json
+from quiver.ids import UUID_PAYLOAD_KEY, IdBatch, is_uuid_id
+from shard.config import CollectionConfig, oversampled_top
+from shard.errors import AlreadyExists, DeadlineExceeded, InvalidArgument, NotFound, QuiverError, Unavailable
+from shard.node import ShardPoints, ShardSearch, check_name, decode_payload, encode_payload
+
+log = logging.getLogger("quiver.coordinator")
+
+#: Ask the shards for payloads / vectors along with the search when they
+#: return at most this many candidates per winner in total; above it, search
+#: without them and fetch the winners' afterwards (one more round trip, but
+#: payloads and vectors of losing candidates never travel).
+INLINE_FETCH_FACTOR = 2
+
+
+@dataclass
+class Points:
+    """Points (or one query's hits) as the coordinator returns them, as columns.
+
+    ids: engine ids uint64 (k,); uuids: None, or k strings with the UUID at
+    UUID positions and "" elsewhere; scores float32 (k,) for hits;
+    payloads: k JSON bytes (b"" = none) when asked for; vectors (k, d).
+    """
+
+    ids: np.ndarray
+    uuids: list[str] | None = None
+    scores: np.ndarray | None = None
+    payloads: list[bytes] | None = None
+    vectors: np.ndarray | None = None
+
+
+@dataclass
+class ReplicaStatus:
+    shard_id: int
+    node: str
+    stats: dict | None = None
+    error: str = ""
+
+
+@dataclass
+class CollectionStatus:
+    meta: CollectionMeta
+    replicas: list[ReplicaStatus] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        up = {}
+        for r in self.replicas:
+            up.setdefault(r.shard_id, []).append(r.stats is not None)
+        if all(all(v) for v in up.values()):
+            return "green"
+        return "yellow" if all(any(v) for v in up.values()) else "red"
+
+    @property
+    def points(self) -> int:
+        seen: dict[int, int] = {}
+        for r in self.replicas:
+            if r.stats is not None:
+                seen.setdefault(r.shard_id, r.stats["points"])
+        return sum(seen.values())
+
+
+class Coordinator:
+    """Holds collections and placement; routes writes, fans out reads, merges."""
+
+    def __init__(self, data_dir: str, shard_nodes: list[str], *, shard_timeout: float = 10.0,
+                 write_timeout: float = 300.0, max_message_bytes: int = 64 << 20):
+        """shard_timeout caps each read call to a shard, write_timeout each write or
+        shard create/drop (a write may retrain the shard's index); a client's
+        shorter deadline wins over both."""
+        self.nodes = [n.strip() for n in shard_nodes if n.strip()]
+        self.pool = NodePool(max_message_bytes, shard_timeout, write_timeout)
+        self.store = MetadataStore(data_dir)
+        self._collections: dict[str, CollectionMeta] = self.store.load_all()
+        self._replicas: dict[str, list[list[RemoteShard]]] = {}
+        self._admin = asyncio.Lock()  # create / delete
+        self._uuid_writes: dict[str, asyncio.Lock] = {}
+        self._turn = itertools.count()
+        log.info("coordinator ready", extra={"collections": sorted(self._collections), "shard_nodes": self.nodes})
+
+    async def close(self) -> None:
+        await self.pool.close()
+        self.store.close()
+
+    # ---------------------------------------------------------- metadata
+
+    def _meta(self, name: str) -> CollectionMeta:
+        meta = self._collections.get(name)
+        if meta is None or meta.state != "ready":
+            raise NotFound(f"collection {name!r} does not exist")
+        return meta
+
+    def _shards(self, meta: CollectionMeta) -> list[list[RemoteShard]]:
+        reps = self._replicas.get(meta.name)
+        if reps is None:
+            reps = [[self.pool.shard(addr, meta.name, sid) for addr in addrs] for sid, addrs in
+                    enumerate(meta.placement)]
+            self._replicas[meta.name] = reps
+        return reps
+
+    def _set(self, meta: CollectionMeta | None, name: str) -> None:
+        if meta is None:
+            self.store.delete(name)
+            self._collections.pop(name, None)
+        else:
+            self.store.put(meta)
+            self._collections[name] = meta
+        self._replicas.pop(name, None)
+
+    def list_collections(self) -> list[str]:
+        return sorted(n for n, m in self._collections.items() if m.state == "ready")
+
+    async def create_collection(self, name: str, config: CollectionConfig, shard_number: int = 0,
+                                replication_factor: int = 0) -> CollectionMeta:
+        """Create a collection: place its shards, create them on their nodes, then record it ready.
+
+        A create that fails half way leaves the record "creating" only if some
+        shard could not be rolled back; creating it again resumes, deleting it
+        cleans up.
+        """
+        check_name(name)
+        shard_number = int(shard_number) or max(1, len(self.nodes))
+        replication_factor = int(replication_factor) or 1
+        async with self._admin:
+            old = self._collections.get(name)
+            if old is not None and old.state != "creating":
+                raise AlreadyExists(f"collection {name!r} already exists")
+            resume = (old is not None and old.config == config and old.shard_number == shard_number
+                      and old.replication_factor == replication_factor)
+            if old is not None and not resume:
+                await self._drop_shards(old)
+            if resume:
+                placement = old.placement
+            else:
+                load: dict[str, int] = {}
+                for m in self._collections.values():
+                    for addrs in m.placement:
+                        for a in addrs:
+                            load[a] = load.get(a, 0) + 1
+                placement = place_shards(shard_number, replication_factor, self.nodes, load)
+            meta = CollectionMeta(name, config, replication_factor, placement, "creating")
+            self._set(meta, name)
+            cfg = config_to_json(config)
+            err = first_error(await asyncio.gather(*(
+                settle(self.pool.node(addr).create_shard(name, sid, cfg, exist_ok=resume))
+                for sid, addrs in enumerate(placement) for addr in addrs)))
+            if err is not None:
+                try:
+                    await self._drop_shards(meta)
+                    self._set(None, name)
+                except QuiverError as e:
+                    log.warning("create rollback incomplete", extra={"collection": name, "error": str(e)})
+                raise err
+            meta = meta.with_state("ready")
+            self._set(meta, name)
+        log.info("collection created", extra={"collection": name, "placement": [list(p) for p in placement]})
+        return meta
+
+    async def _drop_shards(self, meta: CollectionMeta) -> None:
+        err = first_error(await asyncio.gather(*(
+            settle(self.pool.node(addr).drop_shard(meta.name, sid))
+            for sid, addrs in enumerate(meta.placement) for addr in addrs)))
+        if err is not None:
+            raise err
+
+    async def delete_collection(self, name: str) -> None:
+        """Drop every shard, then forget the collection. If a node is down the
+        collection stays "deleting" (invisible) and deleting again finishes."""
+        async with self._admin:
+            meta = self._collections.get(name)
+            if meta is None:
+                raise NotFound(f"collection {name!r} does not exist")
+            self._set(meta.with_state("deleting"), name)
+            await self._drop_shards(meta)
+            self._set(None, name)
+        log.info("collection deleted", extra={"collection": name})
+
+    async def collection_status(self, name: str, timeout: float | None = None) -> CollectionStatus:
+        meta = self._meta(name)
+        pairs = [(sid, shard) for sid, reps in enumerate(self._shards(meta)) for shard in reps]
+        got = await asyncio.gather(*(settle(shard.stats(timeout)) for _, shard in pairs))
+        out = CollectionStatus(meta)
+        for (sid, shard), r in zip(pairs, got):
+            if isinstance(r, QuiverError):
+                out.replicas.append(ReplicaStatus(sid, shard.node, None, str(r)))
+            else:
+                out.replicas.append(ReplicaStatus(sid, shard.node, r))
+        return out
+
+    # -------------------------------------------------------- validation
+
+    @staticmethod
+    def _check_vectors(meta: CollectionMeta, x: np.ndarray, what: str) -> np.ndarray:
+        if x.ndim != 2 or (x.size and x.shape[1] != meta.config.dim):
+            got = x.shape[1] if x.ndim == 2 else x.shape
+            raise InvalidArgument(f"{what} dimension is {got}, collection {meta.name!r} has {meta.config.dim}")
+        finite = np.isfinite(x).all(axis=1)
+        if not finite.all():
+            raise InvalidArgument(f"{what} {int(np.argmin(finite))} contains NaN or Inf")
+        if meta.config.distance == "cosine":
+            zero = ~(x != 0).any(axis=1)
+            if zero.any():
+                raise InvalidArgument(f"{what} {int(np.argmax(zero))} is all zeros, "
+                                      "which has no direction under cosine distance")
+        return x
+
+    @staticmethod
+    def _check_payloads(payloads: list[bytes] | None, ids: IdBatch) -> list[bytes] | None:
+        """Validate every payload (a JSON object, no reserved key); add the UUID key to UUID points."""
+        n = len(ids)
+        if payloads is not None and len(payloads) not in (0, n):
+            raise InvalidArgument(f"got {len(payloads)} payloads for {n} points; give one per point or none")
+        if not payloads:
+            if ids.uuids is None:
+                return None
+            payloads = [b""] * n
+        out = list(payloads)
+        for i, b in enumerate(payloads):
+            p = decode_payload(b, i)
+            if p is not None and UUID_PAYLOAD_KEY in p:
+                raise InvalidArgument(f"payload of point {i} uses the reserved key {UUID_PAYLOAD_KEY!r}")
+            if ids.uuids is not None and ids.uuids[i]:
+                p = p or {}
+                p[UUID_PAYLOAD_KEY] = ids.uuids[i]
+                out[i] = encode_payload(p)
+        return out
+
+    # ------------------------------------------------------------- points
+
+    @staticmethod
+    def _route(ids: np.ndarray, shard_number: int) -> dict[int, np.ndarray]:
+        """shard index -> rows of ``ids`` it holds (in request order)."""
+        if shard_number == 1:
+            return {0: np.arange(len(ids))} if len(ids) else {}
+        sid = shard_of(ids, shard_number)
+        order = np.argsort(sid, kind="stable")
+        bounds = np.searchsorted(sid[order], np.arange(shard_number + 1))
+        return {s: order[bounds[s]:bounds[s + 1]] for s in range(shard_number) if bounds[s + 1] > bounds[s]}
+
+    async def upsert(self, name: str, ids: IdBatch, vectors: np.ndarray, payloads: list[bytes] | None,
+                     timeout: float | None = None) -> int:
+        """Validate the whole batch, then write each shard's part to all its replicas in parallel."""
+        meta = self._meta(name)
+        n = len(ids)
+        if len(vectors) != n and not (n == 0 and vectors.size == 0):
+            raise InvalidArgument(f"got {n} ids for {len(vectors)} vectors")
+        if n == 0:
+            return 0
+        self._check_vectors(meta, vectors, "vector")
+        payloads = self._check_payloads(payloads, ids)
+
+        def write(shard, rows):
+            return shard.upsert(ids.ids[rows], vectors[rows],
+                                None if payloads is None else [payloads[i] for i in rows], timeout)
+
+        routes = self._route(ids.ids, meta.shard_number)
+        if ids.uuids is None:
+            outcomes = await write_shards(self._shards(meta), write, routes)
+        else:  # the collision check and the write must not interleave with another UUID write
+            async with self._uuid_writes.setdefault(name, asyncio.Lock()):
+                await self._check_uuid_collisions(meta, ids, timeout)
+                outcomes = await write_shards(self._shards(meta), write, routes)
+        err = first_error(o for per in outcomes.values() for o in per)
+        if err is not None:
+            raise err
+        return n
+
+    async def _check_uuid_collisions(self, meta: CollectionMeta, ids: IdBatch, timeout: float | None) -> None:
+        want: dict[int, str] = {}
+        for i, u in zip(ids.ids.tolist(), ids.uuids):
+            if u and want.setdefault(i, u) != u:
+                raise AlreadyExists(f"UUIDs {want[i]} and {u} hash to the same 63-bit id; "
+                                    "one collection cannot hold both (use another UUID)")
+        stored = self._with_uuids(await self._fetch(meta, np.fromiter(want, np.uint64, len(want)), True, False,
+                                                    timeout))
+        for i, have in zip(stored.ids.tolist(), stored.uuids or ()):
+            if have != want[i]:
+                raise AlreadyExists(f"UUID {want[i]} hashes to the same 63-bit id as stored point {have}; "
+                                    "one collection cannot hold both (use another UUID)")
+
+    async def _fetch(self, meta: CollectionMeta, ids: np.ndarray, with_payload: bool, with_vector: bool,
+                     timeout: float | None) -> ShardPoints:
+        """Retrieve distinct ids from their shards in parallel: the found ones, in the order given."""
+        routes = self._route(ids, meta.shard_number)
+        got = await read_shards(self._shards(meta),
+                                lambda sh, rows: sh.retrieve(ids[rows], with_payload, with_vector, timeout),
+                                routes, start=next(self._turn))
+        err = first_error(got.values())
+        if err is not None:
+            raise err
+        parts = [got[s] for s in routes]
+        if not parts:
+            return ShardPoints(np.zeros(0, np.uint64), None, [] if with_payload else None,
+                               np.zeros((0, meta.config.dim), np.float32) if with_vector else None)
+        found = np.concatenate([p.ids for p in parts])
+        by_id = np.argsort(ids, kind="stable")
+        order = np.argsort(by_id[np.searchsorted(ids[by_id], found)], kind="stable")
+        payloads = None
+        if with_payload:
+            flat = [b for p in parts for b in p.payloads]
+            payloads = [flat[i] for i in order.tolist()]
+        vectors = np.concatenate([p.vectors for p in parts])[order] if with_vector else None
+        return ShardPoints(found[order], None, payloads, vectors)
+
+    @staticmethod
+    def _with_uuids(got: ShardPoints, with_payload: bool = False) -> Points:
+        """Read UUID points' strings from their payloads and hide the reserved key.
+
+        ``got.payloads`` must be present when any id is a UUID id.
+        """
+        uuid_rows = np.flatnonzero(is_uuid_id(got.ids))
+        if not len(uuid_rows):
+            return Points(got.ids, None, got.scores, got.payloads if with_payload else None, got.vectors)
+        uuids = [""] * len(got.ids)
+        payloads = list(got.payloads)
+        for r in uuid_rows.tolist():
+            p = decode_payload(payloads[r]) or {}
+            uuids[r] = p.pop(UUID_PAYLOAD_KEY, "")
+            payloads[r] = encode_payload(p) if p else b""
+        return Points(got.ids, uuids, got.scores, payloads if with_payload else None, got.vectors)
+
+    async def _verified(self, meta: CollectionMeta, ids: IdBatch, with_payload: bool, with_vector: bool,
+                        timeout: float | None) -> Points:
+        """The distinct points of ``ids`` that exist, in order of first appearance.
+
+        A UUID id counts as existing only if the point stored under its hash
+        holds that very UUID.
+        """
+        _, first = np.unique(ids.ids, return_index=True)
+        keep = np.sort(first)
+        got = self._with_uuids(await self._fetch(meta, ids.ids[keep], with_payload or ids.uuids is not None,
+                                                 with_vector, timeout), with_payload)
+        if ids.uuids is None or got.uuids is None:
+            return got
+        want = {i: u for i, u in zip(ids.ids.tolist(), ids.uuids) if u}
+        ok = np.array([want.get(i, "") == u for i, u in zip(got.ids.tolist(), got.uuids)], bool)
+        if ok.all():
+            return got
+        return Points(got.ids[ok], [u for u, k in zip(got.uuids, ok) if k], None,
+                      None if got.payloads is None else [p for p, k in zip(got.payloads, ok) if k],
+                      None if got.vectors is None else got.vectors[ok])
+
+    async def get_points(self, name: str, ids: IdBatch, with_payload: bool, with_vector: bool,
+                         timeout: float | None = None) -> Points:
+        """Points found, each once, in order of first request."""
+        return await self._verified(self._meta(name), ids, with_payload, with_vector, timeout)
+
+    async def delete_points(self, name: str, ids: IdBatch, timeout: float | None = None) -> int:
+        """Delete points on every replica; returns how many existed."""
+        meta = self._meta(name)
+        qids = np.unique(ids.ids)
+        if ids.uuids is not None:  # delete a UUID id only if it holds that very UUID
+            uuid_ids = is_uuid_id(qids)
+            ok = (await self._verified(meta, ids, False, False, timeout)).ids
+            qids = np.concatenate([qids[~uuid_ids], np.intersect1d(qids[uuid_ids], ok)])
+        outcomes = await write_shards(self._shards(meta), lambda sh, rows: sh.delete(qids[rows], timeout),
+                                      self._route(qids, meta.shard_number))
+        total = 0
+        for per in outcomes.values():
+            err = first_error(per)
+            if err is not None:
+                raise err
+            total += max(per)
+        return total
+
+    async def count(self, name: str, timeout: float | None = None) -> int:
+        meta = self._meta(name)
+        got = await read_shards(self._shards(meta), lambda sh, _: sh.count(timeout), start=next(self._turn))
+        err = first_error(got.values())
+        if err is not None:
+            raise err
+        return int(sum(got.values()))
+
+    # ------------------------------------------------------------- search
+
+    async def search(self, name: str, queries: np.ndarray, spec: SearchSpec,
+                     timeout: float | None = None) -> tuple[list[Points], int, int]:
+        """Search every shard in parallel and merge: (hits per query, shards answered, shards total)."""
+        meta = self._meta(name)
+        if queries.ndim != 2 or len(queries) == 0:
+            raise InvalidArgument("give at least one query vector")
+        self._check_vectors(meta, queries, "query")
+        if spec.offset < 0:
+            raise InvalidArgument(f"offset must be >= 0, got {spec.offset}")
+        k = spec.limit + spec.offset
+        try:
+            per_shard = oversampled_top(k, spec.oversampling)
+        except InvalidArgument as e:
+            raise InvalidArgument(f"{e} (limit {spec.limit} + offset {spec.offset})" if spec.offset else str(e)
+                                  ) from None
+        replicas = self._shards(meta)
+        total = len(replicas)
+        inline = total == 1 or total * per_shard <= INLINE_FETCH_FACTOR * k
+        params = ShardSearch(limit=k, oversampling=spec.oversampling, rescore=spec.rescore, ignore=spec.ignore,
+                             exact=spec.exact, effort=spec.effort, with_payload=inline and spec.with_payload,
+                             with_vector=inline and spec.with_vector, score_threshold=spec.score_threshold)
+        got = await read_shards(replicas, lambda sh, _: sh.search(queries, params, timeout), start=next(self._turn))
+        answered = [s for s in range(total) if not isinstance(got[s], QuiverError)]
+        if len(answered) < total:
+            err = first_error(got.values())
+            if not (spec.allow_partial and answered and isinstance(err, (Unavailable, DeadlineExceeded))):
+                raise err
+            log.warning("partial search", extra={"collection": name, "answered": len(answered), "total": total,
+                                                  "error": str(err)})
+        hits = []
+        for qi in range(len(queries)):
+            lists = [got[s][qi] for s in answered]
+            m = merge_from_shards([h.ids for h in lists], [h.scores for h in lists], spec.limit, spec.offset,
+                                  spec.score_threshold)
+            h = ShardPoints(m.ids, m.scores)
+            src = list(zip(m.shard.tolist(), m.row.tolist()))
+            if params.with_payload:
+                h.payloads = [lists[s].payloads[r] for s, r in src]
+            if params.with_vector:
+                h.vectors = np.stack([lists[s].vectors[r] for s, r in src]) if src else \
+                    np.zeros((0, meta.config.dim), np.float32)
+            hits.append(h)
+        if not inline and (spec.with_payload or spec.with_vector):
+            await self._fetch_for_winners(meta, hits, spec.with_payload, spec.with_vector, timeout)
+        elif not spec.with_payload:
+            await self._fetch_for_winners(meta, hits, False, False, timeout)  # UUID strings only, if any
+        return [self._with_uuids(h, spec.with_payload) if h.payloads is not None else
+                Points(h.ids, None, h.scores, None, h.vectors) for h in hits], len(answered), total
+
+    async def _fetch_for_winners(self, meta: CollectionMeta, hits: list[ShardPoints], with_payload: bool,
+                                 with_vector: bool, timeout: float | None) -> None:
+        """Fill in the winners' payloads and vectors (and the payloads that hold UUID strings)
+        with one retrieve per shard, in parallel. Winners deleted meanwhile are dropped."""
+        every = with_payload or with_vector
+        asked = [np.ones(len(h.ids), bool) if every else is_uuid_id(h.ids) for h in hits]
+        ask = np.unique(np.concatenate([h.ids[a] for h, a in zip(hits, asked)])) if hits else []
+        if not len(ask):
+            return
+        need_payload = with_payload or bool(is_uuid_id(ask).any())
+        got = await self._fetch(meta, ask, need_payload, with_vector, timeout)
+        row = {i: r for r, i in enumerate(got.ids.tolist())}
+        for h, a in zip(hits, asked):
+            ids = h.ids.tolist()
+            present = np.array([not x or i in row for i, x in zip(ids, a.tolist())], bool)
+            if not present.all():
+                h.ids, h.scores = h.ids[present], h.scores[present]
+                if h.vectors is not None:
+                    h.vectors = h.vectors[present]
+                ids = h.ids.tolist()
+            if need_payload:
+                h.payloads = [got.payloads[row[i]] if i in row else b"" for i in ids]
+            if with_vector:
+                h.vectors = got.vectors[[row[i] for i in ids]] if ids else np.zeros((0, meta.config.dim),
+                                                                                    np.float32)

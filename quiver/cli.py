@@ -1,0 +1,212 @@
+"""The quiver command: run a node, run a local cluster, or try the demo.
+
+    quiver demo                          # local cluster + sample data + recall/latency table
+    quiver local start|stop|status       # a local cluster (coordinator + 2 shard nodes) in ./.quiver
+    quiver coordinator --listen 0.0.0.0:6334 --data-dir /data --shard-nodes a:6335,b:6335
+    quiver shard-node  --listen 0.0.0.0:6335 --data-dir /data
+
+Every node flag also reads an environment variable (QUIVER_LISTEN,
+QUIVER_DATA_DIR, QUIVER_SHARD_NODES, QUIVER_METRICS_PORT, ...), which is what
+the Kubernetes manifests set.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Before numpy loads OpenBLAS: a server runs many requests at once, and BLAS
+# threads inside each request fight them for the cores (a 16-query search batch
+# cost 2.5x more per query with OpenBLAS's default threads on 2 cores). Set the
+# variables yourself to override.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import json  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import click  # noqa: E402
+import numpy as np  # noqa: E402
+
+from quiver.serving import DEFAULT_MAX_MESSAGE_MB
+
+
+def _node_options(default_listen: str):
+    def wrap(fn):
+        opts = [
+            click.option("--listen", envvar="QUIVER_LISTEN", default=default_listen, show_default=True,
+                         help="host:port to serve gRPC on (port 0 = any free port). [env QUIVER_LISTEN]"),
+            click.option("--data-dir", envvar="QUIVER_DATA_DIR", required=True, type=click.Path(file_okay=False),
+                         help="Where this node keeps its LMDB files. [env QUIVER_DATA_DIR]"),
+            click.option("--metrics-port", envvar="QUIVER_METRICS_PORT", type=int, default=None,
+                         help="Serve Prometheus /metrics on this port (0 = any free port; unset = off). "
+                              "[env QUIVER_METRICS_PORT]"),
+            click.option("--port-file", envvar="QUIVER_PORT_FILE", default=None,
+                         help="Write {pid, port, metrics_port} as JSON here once listening. [env QUIVER_PORT_FILE]"),
+            click.option("--grace", envvar="QUIVER_SHUTDOWN_GRACE", type=float, default=10.0, show_default=True,
+                         help="Seconds in-flight calls get to finish after SIGTERM. [env QUIVER_SHUTDOWN_GRACE]"),
+            click.option("--max-message-mb", envvar="QUIVER_MAX_MESSAGE_MB", type=int,
+                         default=DEFAULT_MAX_MESSAGE_MB, show_default=True,
+                         help="Largest gRPC message sent or received. [env QUIVER_MAX_MESSAGE_MB]"),
+            click.option("--log-level", envvar="QUIVER_LOG_LEVEL", default="info", show_default=True,
+                         type=click.Choice(["debug", "info", "warning", "error"]),
+                         help="[env QUIVER_LOG_LEVEL]"),
+        ]
+        for opt in reversed(opts):
+            fn = opt(fn)
+        return fn
+
+    return wrap
+
+
+@click.group(help=__doc__.split("\n\n")[0])
+def main() -> None:
+    pass
+
+
+@main.command("shard-node")
+@_node_options("0.0.0.0:6335")
+@click.option("--workers", envvar="QUIVER_WORKERS", type=int, default=16, show_default=True,
+              help="gRPC handler threads; searches run in them, in parallel. [env QUIVER_WORKERS]")
+def shard_node_cmd(listen, data_dir, metrics_port, port_file, grace, max_message_mb, log_level, workers):
+    """Run a shard node: hosts collection shards, each an engine with its own LMDB."""
+    from quiver.logs import setup_logging
+    from shard.server import serve
+
+    setup_logging(log_level, role="shard-node")
+    serve(listen, data_dir, metrics_port=metrics_port, port_file=port_file, grace=grace,
+          max_message_mb=max_message_mb, workers=workers)
+
+
+@main.command("coordinator")
+@_node_options("0.0.0.0:6334")
+@click.option("--shard-nodes", envvar="QUIVER_SHARD_NODES", required=True,
+              help="Comma-separated host:port of the shard nodes. [env QUIVER_SHARD_NODES]")
+@click.option("--shard-timeout", envvar="QUIVER_SHARD_TIMEOUT", type=float, default=10.0, show_default=True,
+              help="Deadline of each read call to a shard, in seconds (a client's shorter deadline wins). "
+                   "[env QUIVER_SHARD_TIMEOUT]")
+@click.option("--shard-write-timeout", envvar="QUIVER_SHARD_WRITE_TIMEOUT", type=float, default=300.0,
+              show_default=True, help="Deadline of each write or shard create/drop, in seconds (a write may "
+                                      "retrain the shard's index). [env QUIVER_SHARD_WRITE_TIMEOUT]")
+def coordinator_cmd(listen, data_dir, metrics_port, port_file, grace, max_message_mb, log_level, shard_nodes,
+                    shard_timeout, shard_write_timeout):
+    """Run the coordinator: the public Quiver API, placement, fan-out and global merge."""
+    from coordinator.server import serve
+    from quiver.logs import setup_logging
+
+    setup_logging(log_level, role="coordinator")
+    serve(listen, data_dir, [n for n in shard_nodes.split(",") if n.strip()], shard_timeout=shard_timeout,
+          write_timeout=shard_write_timeout, metrics_port=metrics_port, port_file=port_file, grace=grace,
+          max_message_mb=max_message_mb)
+
+
+_dir_option = click.option("--dir", "root", envvar="QUIVER_LOCAL_DIR", default=".quiver", show_default=True,
+                           type=click.Path(file_okay=False), help="Folder of the local cluster. [env QUIVER_LOCAL_DIR]")
+
+
+@main.group("local")
+def local() -> None:
+    """A local cluster: one coordinator and shard nodes as background processes."""
+
+
+@local.command("start")
+@_dir_option
+@click.option("--nodes", default=2, show_default=True, help="Number of shard nodes.")
+def local_start(root, nodes):
+    """Start the local cluster (or find it running) and print the coordinator's address."""
+    from quiver.local import LocalCluster
+
+    click.echo(LocalCluster(Path(root), nodes).start())
+
+
+@local.command("stop")
+@_dir_option
+def local_stop(root):
+    """Stop the local cluster gracefully (SIGTERM, drain, close LMDB)."""
+    from quiver.local import LocalCluster
+
+    click.echo("stopped" if LocalCluster(Path(root)).stop() else "not running")
+
+
+@local.command("status")
+@_dir_option
+def local_status(root):
+    """Print the local cluster's processes and the coordinator's address."""
+    from quiver.local import LocalCluster
+
+    st = LocalCluster(Path(root)).status()
+    click.echo(json.dumps(st, indent=2))
+    if not st["running"]:
+        raise SystemExit(1)
+
+
+@main.command("demo")
+@_dir_option
+@click.option("--full", "dataset", flag_value="../shared/datasets/docs384", default=None,
+              help="Use the full docs384 dataset (100k points) from ../shared/datasets instead of the sample.")
+@click.option("--dataset", "dataset", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Folder of a docs384-style dataset to load instead of the sample.")
+@click.option("--quantization", default="binary", show_default=True,
+              type=click.Choice(["binary", "scalar", "product", "none"]))
+@click.option("--oversampling", default="1,3", show_default=True, help="Comma-separated factors to try.")
+@click.option("--keep/--no-keep", default=False, help="Leave the cluster running afterwards.")
+def demo(root, dataset, quantization, oversampling, keep):
+    """Start a local cluster, load sample data, and report recall@10, latency and originals read."""
+    from quiver.client import Client
+    from quiver.local import LocalCluster
+    from quiver.sample import load_docs384, load_sample
+
+    data = load_docs384(dataset) if dataset else load_sample()
+    cluster = LocalCluster(Path(root), 2)
+    was_running = cluster.running()
+    click.echo(f"starting a local cluster in {cluster.root} (coordinator + 2 shard nodes) ...")
+    address = cluster.start()
+    click.echo(f"coordinator at {address}")
+    try:
+        with Client(address) as c:
+            if "demo" in c.list_collections():
+                c.delete_collection("demo")
+            c.create_collection("demo", dimension=data.base.shape[1], distance="cosine",
+                                quantization=quantization, shard_number=2)
+            t0 = time.perf_counter()
+            c.upsert_many("demo", np.arange(len(data.base), dtype=np.uint64), data.base,
+                          [{"row": i} for i in range(len(data.base))], progress=True)
+            dt = time.perf_counter() - t0
+            click.echo(f"loaded {c.count('demo')} points in {dt:.1f}s ({len(data.base) / dt:,.0f} points/s)")
+            c.search("demo", data.queries[0], limit=10)  # warm-up (first use compiles kernels)
+            rows = []
+            for os_ in [float(x) for x in oversampling.split(",")]:
+                for rescore in (False, True):
+                    rows.append(_run_queries(c, data, os_, rescore))
+            click.echo(f"\n{'oversampling':>12} {'rescore':>8} {'recall@10':>10} {'p50 ms':>8} {'p99 ms':>8} "
+                       f"{'originals/query':>16}")
+            for r in rows:
+                click.echo(f"{r['oversampling']:>12g} {str(r['rescore']):>8} {r['recall']:>10.3f} "
+                           f"{r['p50']:>8.2f} {r['p99']:>8.2f} {r['originals']:>16.1f}")
+    finally:
+        if not keep and not was_running:
+            cluster.stop()
+            click.echo("cluster stopped")
+        elif keep:
+            click.echo(f"cluster left running at {address}; stop it with `quiver local stop --dir {root}`")
+
+
+def _run_queries(c, data, oversampling: float, rescore: bool) -> dict:
+    before = c.get_collection("demo").originals_read
+    lat, found = [], []
+    for q in data.queries:
+        t = time.perf_counter()
+        hits = c.search("demo", q, limit=10, oversampling=oversampling, rescore=rescore)
+        lat.append(time.perf_counter() - t)
+        found.append(hits.ids.astype(np.int64))
+    after = c.get_collection("demo").originals_read
+    k = 10
+    recall = float(np.mean([len(set(f[:k].tolist()) & set(g[:k].tolist())) / k for f, g in zip(found, data.gt)]))
+    lat_ms = np.array(lat) * 1e3
+    return {"oversampling": oversampling, "rescore": rescore, "recall": recall,
+            "p50": float(np.percentile(lat_ms, 50)), "p99": float(np.percentile(lat_ms, 99)),
+            "originals": (after - before) / len(data.queries)}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,239 @@
+"""What every Quiver gRPC server has: message limits, the standard health and
+reflection services, Prometheus metrics, status codes from the one error
+table, and a graceful stop on SIGTERM.
+
+Two server flavours, measured on a 2-core machine:
+  * shard nodes use the thread-pool server: ~180 us of CPU per call under load
+    against ~290 us for grpc.aio, and the engine's kernels release the GIL, so
+    searches run in parallel in the handler threads;
+  * the coordinator uses grpc.aio: its work is waiting on shards, and one
+    event loop fans out (``asyncio.gather``) and coalesces concurrent searches
+    without a thread per call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from concurrent import futures
+from pathlib import Path
+from typing import Awaitable, Callable
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+
+from coordinator.errors import status_for
+
+log = logging.getLogger("quiver.server")
+
+DEFAULT_MAX_MESSAGE_MB = 64
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.5, 1, 2, 5, 10, 30)
+
+
+def message_options(max_message_bytes: int) -> list[tuple[str, int]]:
+    """Channel/server options capping message sizes. A message over the cap fails
+    with RESOURCE_EXHAUSTED "received message larger than max (N vs. M)"."""
+    return [
+        ("grpc.max_receive_message_length", int(max_message_bytes)),
+        ("grpc.max_send_message_length", int(max_message_bytes)),
+    ]
+
+
+def _server_options(max_message_bytes: int) -> list[tuple[str, int]]:
+    return message_options(max_message_bytes) + [
+        ("grpc.so_reuseport", 0),  # a taken port is an error, not a silently shared one
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+    ]
+
+
+def new_server(max_message_bytes: int) -> grpc.aio.Server:
+    return grpc.aio.server(options=_server_options(max_message_bytes))
+
+
+def new_thread_server(max_message_bytes: int, workers: int) -> grpc.Server:
+    return grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rpc"),
+                       options=_server_options(max_message_bytes))
+
+
+def bind(server, address: str) -> int:
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise RuntimeError(f"cannot listen on {address}")
+    return port
+
+
+class RpcMetrics:
+    """Per-server Prometheus registry with request counts and latencies.
+
+    Each server gets its own registry (several servers can live in one test
+    process); ``start_metrics`` exposes it over HTTP.
+    """
+
+    def __init__(self, role: str):
+        self.role = role
+        self.registry = CollectorRegistry()
+        self.requests = Counter("quiver_requests", "RPCs handled, by method and status code",
+                                ["role", "method", "code"], registry=self.registry)
+        self.latency = Histogram("quiver_request_seconds", "RPC latency, by method", ["role", "method"],
+                                 buckets=LATENCY_BUCKETS, registry=self.registry)
+        self._children: dict = {}
+
+    def observe(self, method: str, code: str, seconds: float) -> None:
+        key = (method, code)
+        pair = self._children.get(key)
+        if pair is None:  # label lookups are cached: this runs on every request
+            pair = self._children[key] = (self.requests.labels(self.role, method, code),
+                                          self.latency.labels(self.role, method))
+        pair[0].inc()
+        pair[1].observe(seconds)
+
+
+def _failed(method: str, exc: Exception) -> tuple[grpc.StatusCode, str]:
+    status, message = status_for(exc)
+    level = logging.WARNING if status in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE,
+                                          grpc.StatusCode.DEADLINE_EXCEEDED) else logging.DEBUG
+    log.log(level, "rpc failed", extra={"method": method, "code": status.name, "error": message})
+    return status, message
+
+
+def rpc(fn: Callable) -> Callable:
+    """Decorate a servicer method (sync or async): errors leave through the error
+    table, and the call is counted and timed in ``self.metrics``."""
+    method = fn.__name__
+
+    if inspect.iscoroutinefunction(fn):
+        @functools.wraps(fn)
+        async def handler(self, request, context):
+            t0 = time.perf_counter()
+            code = "OK"
+            try:
+                return await fn(self, request, context)
+            except Exception as exc:  # noqa: BLE001 - every error leaves as a status
+                status, message = _failed(method, exc)
+                code = status.name
+                await context.abort(status, message)
+            finally:
+                self.metrics.observe(method, code, time.perf_counter() - t0)
+
+        return handler
+
+    @functools.wraps(fn)
+    def sync_handler(self, request, context):
+        t0 = time.perf_counter()
+        code = "OK"
+        try:
+            return fn(self, request, context)
+        except Exception as exc:  # noqa: BLE001 - every error leaves as a status
+            status, message = _failed(method, exc)
+            code = status.name
+            context.abort(status, message)
+        finally:
+            self.metrics.observe(method, code, time.perf_counter() - t0)
+
+    return sync_handler
+
+
+def new_health(aio: bool = True):
+    return health.aio.HealthServicer() if aio else health.HealthServicer(experimental_non_blocking=True)
+
+
+def _register(server, service_names: list[str], hs) -> list[str]:
+    health_pb2_grpc.add_HealthServicer_to_server(hs, server)
+    names = [*service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME]
+    reflection.enable_server_reflection(names, server)
+    return ["", *service_names]
+
+
+async def add_standard_services(server: grpc.aio.Server, service_names: list[str],
+                                hs: health.aio.HealthServicer | None = None) -> health.aio.HealthServicer:
+    """Register grpc.health.v1 (every service SERVING) and server reflection on an aio server."""
+    hs = hs or new_health()
+    for name in _register(server, service_names, hs):
+        await hs.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return hs
+
+
+def add_standard_services_sync(server: grpc.Server, service_names: list[str],
+                               hs: health.HealthServicer | None = None) -> health.HealthServicer:
+    """The same for a thread-pool server."""
+    hs = hs or new_health(aio=False)
+    for name in _register(server, service_names, hs):
+        hs.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return hs
+
+
+def write_port_file(path: str | os.PathLike, **info) -> None:
+    """Write ``info`` as JSON atomically (readers never see a half-written file)."""
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps({"pid": os.getpid(), **info}))
+    os.replace(tmp, path)
+
+
+def start_metrics(port: int | None, registry: CollectorRegistry, host: str = "0.0.0.0"):
+    """Serve ``registry`` on http://host:port/metrics; port 0 = any free port. Returns (httpd, port)."""
+    if port is None or port < 0:
+        return None, None
+    httpd, _thread = start_http_server(port, addr=host, registry=registry)
+    return httpd, httpd.server_port
+
+
+async def run_until_signal(server: grpc.aio.Server, health_servicer: health.aio.HealthServicer, *, grace: float,
+                           on_stop: Callable[[], Awaitable[None]], metrics_httpd=None) -> None:
+    """Serve until SIGTERM or SIGINT, then stop gracefully.
+
+    Health turns NOT_SERVING first (load balancers stop routing), in-flight
+    calls get ``grace`` seconds to finish, and only then ``on_stop`` closes the
+    storage, so no LMDB transaction is cut in half.
+    """
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    received: list[int] = []
+
+    def handle(signum: int) -> None:
+        received.append(signum)
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, handle, sig)
+    await stop.wait()
+    log.info("stopping", extra={"signal": signal.Signals(received[0]).name, "grace_s": grace})
+    await health_servicer.enter_graceful_shutdown()
+    await server.stop(grace)
+    await on_stop()
+    if metrics_httpd is not None:
+        metrics_httpd.shutdown()
+    log.info("stopped")
+
+
+def run_until_signal_sync(server: grpc.Server, health_servicer: health.HealthServicer, *, grace: float,
+                          on_stop: Callable[[], None], metrics_httpd=None) -> None:
+    """``run_until_signal`` for a thread-pool server (call from the main thread)."""
+    stop = threading.Event()
+    received: list[int] = []
+
+    def handle(signum, _frame) -> None:
+        received.append(signum)
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, handle)
+    while not stop.wait(3600):
+        pass
+    log.info("stopping", extra={"signal": signal.Signals(received[0]).name, "grace_s": grace})
+    health_servicer.enter_graceful_shutdown()
+    server.stop(grace).wait()
+    on_stop()
+    if metrics_httpd is not None:
+        metrics_httpd.shutdown()
+    log.info("stopped")

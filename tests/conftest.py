@@ -1,0 +1,137 @@
+"""Shared fixtures for the cluster tests: real shard-node processes, an in-process coordinator.
+
+Shard nodes run as separate processes (``python -m quiver.cli shard-node`` on
+port 0, the bound port read from a port file) and are shared by every test of
+a module; the coordinator runs in the test process so tests can restart it.
+Everything listens on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+
+@dataclass
+class NodeProc:
+    address: str
+    metrics_port: int
+    proc: object
+    data_dir: Path
+
+
+def start_shard_nodes(root: Path, n: int) -> list[NodeProc]:
+    from quiver.local import spawn, wait_port_file
+
+    started = []
+    for i in range(n):
+        data, pf, log = root / f"node-{i}", root / f"node-{i}.port", root / f"node-{i}.log"
+        p = spawn("shard-node", ["--listen", "127.0.0.1:0", "--data-dir", str(data), "--metrics-port", "0",
+                                 "--grace", "5"], pf, log)
+        started.append((p, pf, log, data))
+    nodes = []
+    for p, pf, log, data in started:
+        info = wait_port_file(pf, p, timeout=120, log_file=log)
+        nodes.append(NodeProc(f"127.0.0.1:{info['port']}", info["metrics_port"], p, data))
+    return nodes
+
+
+def stop_shard_nodes(nodes: list[NodeProc]) -> None:
+    from quiver.local import terminate
+
+    terminate([n.proc.pid for n in nodes], timeout=10)
+    for n in nodes:
+        n.proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def shard_nodes(tmp_path_factory):
+    """Two shard-node processes for the module; yields their NodeProc records."""
+    root = tmp_path_factory.mktemp("nodes")
+    nodes = start_shard_nodes(root, 2)
+    yield nodes
+    stop_shard_nodes(nodes)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+class LoopThread:
+    """An asyncio event loop on a background thread, for in-process aio servers."""
+
+    def __init__(self):
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="test-loop", daemon=True)
+        self.thread.start()
+
+    def run(self, coro, timeout: float = 120):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+class CoordinatorHandle:
+    """An in-process coordinator server that a test can restart on the same data dir."""
+
+    def __init__(self, data_dir: Path, nodes: list[str], server_kw: dict | None = None, **kw):
+        self.data_dir, self.nodes, self.kw, self.server_kw = data_dir, nodes, kw, server_kw or {}
+        self.loop = LoopThread()
+        self.start()
+
+    def start(self, port: int = 0) -> None:
+        from coordinator.server import create_server
+        from coordinator.service import Coordinator
+        from quiver.serving import RpcMetrics
+
+        async def up():
+            self.coordinator = Coordinator(str(self.data_dir), self.nodes, **self.kw)
+            self.metrics = RpcMetrics("coordinator")
+            self.server, self.port = await create_server(f"127.0.0.1:{port}", self.coordinator,
+                                                         metrics=self.metrics, **self.server_kw)
+
+        self.loop.run(up())
+        self.address = f"127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        async def down():
+            await self.server.stop(2)
+            await self.coordinator.close()
+
+        self.loop.run(down())
+
+    def restart(self) -> None:
+        """Stop and start again on the same port and data dir (clients keep their channel)."""
+        self.stop()
+        self.start(self.port)
+
+    def close(self) -> None:
+        self.stop()
+        self.loop.close()
+
+
+@pytest.fixture(scope="session")
+def cluster_helpers():
+    """(CoordinatorHandle, start_shard_nodes, stop_shard_nodes) for tests that build their own cluster."""
+    return CoordinatorHandle, start_shard_nodes, stop_shard_nodes
+
+
+@pytest.fixture(scope="module")
+def coordinator(shard_nodes, tmp_path_factory):
+    handle = CoordinatorHandle(tmp_path_factory.mktemp("coordinator"), [n.address for n in shard_nodes])
+    yield handle
+    handle.close()
+
+
+@pytest.fixture(scope="module")
+def client(coordinator):
+    from quiver.client import Client
+
+    c = Client(coordinator.address, timeout=120)
+    yield c
+    c.close()
