@@ -15,7 +15,6 @@ JSON lines to bench/results/cluster-docs384.jsonl.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import tempfile
@@ -29,7 +28,7 @@ if __package__ in (None, ""):  # run as a script: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.datasets import load_docs384, recall_at_k  # noqa: E402
-from bench.engine import NLIST, NPROBE, machine  # noqa: E402
+from bench.engine import NLIST, NPROBE, machine, write_rows  # noqa: E402
 from quiver.client import Client  # noqa: E402
 from quiver.local import LocalCluster  # noqa: E402
 
@@ -169,11 +168,7 @@ def main(argv=None) -> None:
     finally:
         cluster.stop()
         shutil.rmtree(root, ignore_errors=True)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    with open(args.out, "w") as f:
-        for r in rows:
-            f.write(json.dumps({**r, "machine": info, "queries": nq}) + "\n")
-    print(f"# wrote {len(rows)} rows to {args.out}")
+    write_rows(args.out, rows, machine=info, queries=nq)
 
 
 if __name__ == "__main__":

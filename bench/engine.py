@@ -113,11 +113,16 @@ def main(argv=None) -> None:
         from bench import yardsticks
         rows += yardsticks.run_qdrant_edge(xb, xq, gt, oversamplings=ovs, max_queries=nq)
         rows += yardsticks.run_faiss(xb, xq, gt, oversamplings=ovs, max_queries=nq)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    with open(args.out, "w") as f:
+    write_rows(args.out, rows, machine=info, queries=nq)
+
+
+def write_rows(path, rows: list[dict], **extra) -> None:
+    """Results as JSON lines, one object per row, each with ``extra`` added."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
         for r in rows:
-            f.write(json.dumps({**r, "machine": info, "queries": nq}) + "\n")
-    print(f"# wrote {len(rows)} rows to {args.out}")
+            f.write(json.dumps({**r, **extra}) + "\n")
+    print(f"# wrote {len(rows)} rows to {path}")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from shard.config import MAX_OVERSAMPLING, CollectionConfig, QuantizationConfig
+from shard.config import MAX_OVERSAMPLING, CollectionConfig
 from shard.engine import ShardEngine
 from shard.errors import AlreadyExists, InvalidArgument, NotFound
 

@@ -68,22 +68,22 @@ class CodeStore:
         self.upsert(ids, rec["list"], codes, factors, rec["half_sqnorm"])
 
     # -- writes ---------------------------------------------------------
+    #: the per-slot arrays and the fill of an unused row
+    _SLOT_ARRAYS = (("codes", 0), ("factors", 0), ("half_sqnorm", 0), ("list_of_slot", -1), ("slot_ids", 0))
+
+    def _reallocate(self, cap: int, take) -> None:
+        """Replace every per-slot array by one of capacity ``cap`` whose first
+        rows are ``old[take]`` (a slice to grow, a permutation to compact)."""
+        for name, fill in self._SLOT_ARRAYS:
+            kept = getattr(self, name)[take]
+            b = np.full((cap,) + kept.shape[1:], fill, kept.dtype)
+            b[: len(kept)] = kept
+            setattr(self, name, b)
+
     def _grow(self, need: int) -> None:
         cap = len(self.slot_ids)
-        if need <= cap:
-            return
-        new = max(need, cap * 2)
-
-        def grown(a, fill=0):
-            b = np.full((new,) + a.shape[1:], fill, a.dtype)
-            b[:cap] = a
-            return b
-
-        self.codes = grown(self.codes)
-        self.factors = grown(self.factors)
-        self.half_sqnorm = grown(self.half_sqnorm)
-        self.list_of_slot = grown(self.list_of_slot, -1)
-        self.slot_ids = grown(self.slot_ids)
+        if need > cap:
+            self._reallocate(max(need, cap * 2), slice(0, cap))
 
     def upsert(self, ids, lists, codes, factors, half_sqnorm) -> None:
         """Insert or replace points (ids unique within the call)."""
@@ -153,18 +153,7 @@ class CodeStore:
     def compact(self) -> None:
         offsets, members = build_lists(self.list_of_slot[: self.high], self.nlist)
         n = len(members)
-        cap = max(16, n + n // 4)
-
-        def packed(a, fill=0):
-            b = np.full((cap,) + a.shape[1:], fill, a.dtype)
-            b[:n] = a[members]
-            return b
-
-        self.codes = packed(self.codes)
-        self.factors = packed(self.factors)
-        self.half_sqnorm = packed(self.half_sqnorm)
-        self.list_of_slot = packed(self.list_of_slot, -1)
-        self.slot_ids = packed(self.slot_ids)
+        self._reallocate(max(16, n + n // 4), members)
         idmap_set(self.idmap, self.slot_ids[:n].view(np.int64), np.arange(n, dtype=np.int64))
         self.high = n
         self.free = np.zeros(0, np.int64)
