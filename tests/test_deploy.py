@@ -1,0 +1,407 @@
+"""The Kubernetes manifests (deploy/) and the image (Dockerfile) against the code they run.
+
+Every overlay is rendered with `kubectl kustomize` and each object validated
+offline against the Kubernetes schemas (kubernetes-validate, strict: an
+unknown field fails). Then the manifests are held to the code: every QUIVER_*
+variable is one the role's command reads, and parses; probes, ports, Services
+and NetworkPolicies agree with what the containers listen on; the
+coordinator's shard list names exactly the StatefulSet's pods. Last, the dev
+overlay's containers run as local processes (loopback, tmp dirs) and serve a
+collection end to end, so the manifests and the code cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tomllib
+import urllib.request
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import pytest
+
+yaml = pytest.importorskip("yaml", reason="PyYAML reads the rendered manifests (a test extra)")
+
+REPO = Path(__file__).resolve().parents[1]
+DEPLOY = REPO / "deploy"
+DOCKERFILE = REPO / "Dockerfile"
+OVERLAYS = sorted(p.parent.name for p in (DEPLOY / "overlays").glob("*/kustomization.yaml"))
+#: The newest Kubernetes release kubernetes-validate 1.37 ships schemas for.
+KUBERNETES_VERSION = "1.37.0"
+
+needs_kubectl = pytest.mark.skipif(shutil.which("kubectl") is None,
+                                   reason="kubectl is not on PATH: cannot render deploy/overlays "
+                                          "(`kubectl kustomize`)")
+
+
+# ------------------------------------------------------------------ reading
+
+@functools.lru_cache(maxsize=None)
+def _rendered_text(overlay: str) -> str:
+    r = subprocess.run(["kubectl", "kustomize", str(DEPLOY / "overlays" / overlay)], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, f"`kubectl kustomize deploy/overlays/{overlay}` failed:\n{r.stderr}"
+    return r.stdout
+
+
+def render(overlay: str) -> list[dict]:
+    """The overlay's objects, freshly parsed (callers may change them)."""
+    return [o for o in yaml.safe_load_all(_rendered_text(overlay)) if o]
+
+
+def one(objs: list[dict], kind: str, name: str | None = None) -> dict:
+    found = [o for o in objs if o["kind"] == kind and name in (None, o["metadata"]["name"])]
+    assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
+    return found[0]
+
+
+def workloads(objs: list[dict]) -> list[tuple[dict, dict]]:
+    """(workload, container) for each container of each Deployment and StatefulSet."""
+    return [(w, c) for w in objs if w["kind"] in ("Deployment", "StatefulSet")
+            for c in w["spec"]["template"]["spec"]["containers"]]
+
+
+def who(w: dict, c: dict) -> str:
+    return f"{w['kind']}/{w['metadata']['name']} container {c['name']}"
+
+
+def container_env(objs: list[dict], c: dict) -> dict[str, str]:
+    """The environment Kubernetes gives the container: its envFrom ConfigMaps, then its env."""
+    configmaps = {o["metadata"]["name"]: o.get("data", {}) for o in objs if o["kind"] == "ConfigMap"}
+    env: dict[str, str] = {}
+    for src in c.get("envFrom", []):
+        assert set(src) <= {"configMapRef", "prefix"}, f"envFrom other than a ConfigMap: {src}"
+        env.update({src.get("prefix", "") + k: v for k, v in configmaps[src["configMapRef"]["name"]].items()})
+    for e in c.get("env", []):
+        assert "value" in e, f"env {e['name']} is not a plain value: {e}"
+        env[e["name"]] = e["value"]
+    return env
+
+
+def selects(selector: dict, labels: dict) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+# ------------------------------------------------------------------ the image
+
+def _final_stage() -> list[tuple[str, str]]:
+    """(INSTRUCTION, rest) of the Dockerfile's last stage, continuation lines joined."""
+    out, cur = [], ""
+    for raw in DOCKERFILE.read_text().splitlines():
+        s = raw.strip()
+        if not s or s.startswith("#"):
+            continue
+        if s.endswith("\\"):
+            cur += s[:-1] + " "
+            continue
+        word, _, rest = (cur + s).partition(" ")
+        out.append((word.upper(), rest.strip()))
+        cur = ""
+    last_from = max(i for i, (w, _) in enumerate(out) if w == "FROM")
+    return out[last_from:]
+
+
+def image_entrypoint() -> list[str]:
+    return json.loads(next(rest for w, rest in _final_stage() if w == "ENTRYPOINT"))
+
+
+def image_env() -> dict[str, str]:
+    env = {}
+    for w, rest in _final_stage():
+        if w == "ENV":
+            env.update(tok.split("=", 1) for tok in shlex.split(rest))
+    return env
+
+
+# ------------------------------------------------------------------ the code
+
+def cli_command(role: str):
+    from quiver.cli import main
+
+    assert role in main.commands, f"`quiver {role}` is not a command (have {sorted(main.commands)})"
+    return main.commands[role]
+
+
+def envvars_read(role: str) -> set[str]:
+    names: set[str] = set()
+    for p in cli_command(role).params:
+        names.update([p.envvar] if isinstance(p.envvar, str) else p.envvar or [])
+    return names
+
+
+def role_of(w: dict, c: dict) -> str:
+    """The container's `quiver` subcommand; settings belong in the ConfigMaps, not in args."""
+    command = c.get("command") or image_entrypoint()
+    assert command == ["quiver"], f"{who(w, c)} runs {command}, not the `quiver` command"
+    args = c.get("args", [])
+    assert len(args) == 1, f"{who(w, c)}: args {args}; put settings in the ConfigMaps as QUIVER_* variables"
+    return args[0]
+
+
+def parse_cli(role: str, env: dict[str, str]) -> dict:
+    """The role's parameters as `quiver <role>` parses them from exactly ``env`` (types, required ones)."""
+    import click
+
+    with mock.patch.dict(os.environ):
+        for k in [k for k in os.environ if k.startswith("QUIVER_")]:
+            del os.environ[k]
+        os.environ.update(env)
+        try:
+            return cli_command(role).make_context(role, []).params
+        except click.ClickException as e:
+            pytest.fail(f"`quiver {role}` rejects the manifests' environment: {e.format_message()}")
+
+
+def listen_port(params: dict) -> int:
+    host, _, port = params["listen"].rpartition(":")
+    assert host in ("0.0.0.0", "[::]"), f"listen on {params['listen']}: the pod IP must be reachable"
+    return int(port)
+
+
+# ------------------------------------------------------------------ tests: rendering and schemas
+
+@needs_kubectl
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlay_renders_the_whole_cluster(overlay):
+    objs = render(overlay)
+    ns = one(objs, "Namespace")["metadata"]["name"]
+    assert all(o["metadata"].get("namespace") == ns for o in objs if o["kind"] != "Namespace")
+    for kind, name in [("StatefulSet", "quiver-shard"), ("Service", "quiver-shard"),
+                       ("PodDisruptionBudget", "quiver-shard"), ("NetworkPolicy", "quiver-shard"),
+                       ("Deployment", "quiver-coordinator"), ("Service", "quiver-coordinator"),
+                       ("PersistentVolumeClaim", "quiver-coordinator"), ("NetworkPolicy", "quiver-coordinator")]:
+        one(objs, kind, name)
+    # The known gap until the metadata moves to etcd: one coordinator, its LMDB on
+    # a ReadWriteOnce PVC, the old pod gone before the new one opens it.
+    coord = one(objs, "Deployment")
+    assert coord["spec"]["replicas"] == 1 and coord["spec"]["strategy"]["type"] == "Recreate"
+    assert one(objs, "StatefulSet")["spec"]["podManagementPolicy"] == "Parallel"
+
+
+@needs_kubectl
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_object_validates_against_the_kubernetes_schemas(overlay):
+    kv = pytest.importorskip("kubernetes_validate", reason="kubernetes-validate is not installed (a test extra)")
+    from kubernetes_validate.utils import all_versions
+
+    assert KUBERNETES_VERSION in all_versions(), \
+        f"kubernetes-validate {kv.__version__} has no schemas for Kubernetes {KUBERNETES_VERSION}"
+    errors = []
+    for obj in render(overlay):
+        try:
+            used = kv.validate(obj, KUBERNETES_VERSION, strict=True)
+        except kv.ValidationError as e:
+            where = ".".join(map(str, e.absolute_path))
+            errors.append(f"{obj['kind']}/{obj['metadata']['name']} {where}: {e.message}")
+        else:
+            assert used == KUBERNETES_VERSION.rsplit(".", 1)[0]
+    assert not errors, "\n".join(errors)
+
+
+# ------------------------------------------------------------------ tests: manifests vs code
+
+def test_image_runs_the_quiver_command():
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert image_entrypoint() == ["quiver"] and scripts["quiver"] == "quiver.cli:main"
+    cmd = json.loads(next(rest for w, rest in _final_stage() if w == "CMD"))
+    cli_command(cmd[0])
+    user = next(rest for w, rest in _final_stage() if w == "USER")
+    assert user.split(":")[0].isdigit() and user.split(":")[0] != "0", "USER must be a numeric non-root uid"
+    env = image_env()
+    assert env["OPENBLAS_NUM_THREADS"] == "1" and env["NUMBA_CACHE_DIR"].startswith("/")
+    unread = {k for k in env if k.startswith("QUIVER_")} - (envvars_read("shard-node") & envvars_read("coordinator"))
+    assert not unread, f"the image sets {sorted(unread)}, which not both roles read"
+
+
+@needs_kubectl
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_setting_is_read_and_parsed_by_the_code(overlay):
+    objs = render(overlay)
+    for w, c in workloads(objs):
+        role = role_of(w, c)
+        env = container_env(objs, c)
+        unread = set(env) - envvars_read(role)
+        assert not unread, f"{who(w, c)} sets {sorted(unread)}, which `quiver {role}` does not read"
+        parse_cli(role, env)
+    referenced = {src["configMapRef"]["name"] for _, c in workloads(objs) for src in c.get("envFrom", [])}
+    assert referenced == {o["metadata"]["name"] for o in objs if o["kind"] == "ConfigMap"}, "unused ConfigMap"
+
+
+@needs_kubectl
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_probes_ports_and_volumes_match_what_the_containers_do(overlay):
+    objs = render(overlay)
+    image_user = int(next(rest for w, rest in _final_stage() if w == "USER").split(":")[0])
+    for w, c in workloads(objs):
+        role = role_of(w, c)
+        params = parse_cli(role, container_env(objs, c))
+        port, metrics = listen_port(params), params["metrics_port"]
+        pod = w["spec"]["template"]
+        ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+        assert ports == {"grpc": port, "metrics": metrics}, who(w, c)
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            assert c[probe]["grpc"]["port"] == port and c[probe]["grpc"].get("service", "") == "", (who(w, c), probe)
+        ann = pod["metadata"]["annotations"]
+        assert (ann["prometheus.io/scrape"], ann["prometheus.io/port"], ann["prometheus.io/path"]) == \
+            ("true", str(metrics), "/metrics"), who(w, c)
+        assert pod["spec"]["terminationGracePeriodSeconds"] > params["grace"], \
+            f"{who(w, c)}: the kubelet's SIGKILL would cut the {params['grace']} s drain"
+        assert pod["spec"]["securityContext"]["runAsUser"] == image_user
+
+        mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+        claims = {t["metadata"]["name"] for t in w["spec"].get("volumeClaimTemplates", [])} | {
+            v["name"] for v in pod["spec"].get("volumes", []) if "persistentVolumeClaim" in v}
+        assert mounts.get(params["data_dir"]) in claims, f"{who(w, c)}: {params['data_dir']} is not on a PVC"
+        if c["securityContext"].get("readOnlyRootFilesystem"):
+            cache = image_env()["NUMBA_CACHE_DIR"]
+            assert any(cache == m or cache.startswith(m.rstrip("/") + "/") for m in mounts), \
+                f"{who(w, c)}: NUMBA_CACHE_DIR {cache} is on the read-only root filesystem"
+
+        labels = pod["metadata"]["labels"]
+        for svc in [s for s in objs if s["kind"] == "Service" and selects(s["spec"]["selector"], labels)]:
+            for sp in svc["spec"]["ports"]:
+                assert ports.get(sp["targetPort"]) == sp["port"], (svc["metadata"]["name"], sp)
+        for pol in [p for p in objs if p["kind"] == "NetworkPolicy" and
+                    selects(p["spec"]["podSelector"]["matchLabels"], labels)]:
+            for rule in pol["spec"]["ingress"]:
+                assert all(p["port"] in ports or p["port"] in ports.values() for p in rule["ports"]), \
+                    (pol["metadata"]["name"], rule)
+
+
+@needs_kubectl
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_only_coordinators_reach_shard_node_grpc(overlay):
+    objs = render(overlay)
+    shard_labels = one(objs, "StatefulSet")["spec"]["template"]["metadata"]["labels"]
+    coord_labels = one(objs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    policies = [p for p in objs if p["kind"] == "NetworkPolicy" and
+                selects(p["spec"]["podSelector"]["matchLabels"], shard_labels)]
+    assert policies and all("Ingress" in p["spec"]["policyTypes"] for p in policies)
+    grpc_rules = [r for p in policies for r in p["spec"]["ingress"]
+                  if any(port["port"] == "grpc" for port in r.get("ports", [{"port": "grpc"}]))]
+    assert grpc_rules
+    for r in grpc_rules:
+        assert r.get("from") and all(set(peer) == {"podSelector"} and
+                                     selects(peer["podSelector"]["matchLabels"], coord_labels)
+                                     for peer in r["from"]), r
+
+
+@needs_kubectl
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_coordinator_lists_exactly_the_statefulset_pods(overlay):
+    objs = render(overlay)
+    ns = one(objs, "Namespace")["metadata"]["name"]
+    sts = one(objs, "StatefulSet")
+    svc = one(objs, "Service", sts["spec"]["serviceName"])
+    assert svc["spec"]["clusterIP"] == "None", "per-pod DNS names need a headless Service"
+    assert selects(svc["spec"]["selector"], sts["spec"]["template"]["metadata"]["labels"])
+    (sw, sc), = [(w, c) for w, c in workloads(objs) if w is sts]
+    port = listen_port(parse_cli(role_of(sw, sc), container_env(objs, sc)))
+    name, svc_name = sts["metadata"]["name"], svc["metadata"]["name"]
+    want = [f"{name}-{i}.{svc_name}.{ns}.svc:{port}" for i in range(sts["spec"]["replicas"])]
+    (cw, cc), = [(w, c) for w, c in workloads(objs) if w["kind"] == "Deployment"]
+    assert role_of(cw, cc) == "coordinator"
+    assert parse_cli("coordinator", container_env(objs, cc))["shard_nodes"].split(",") == want
+
+
+@needs_kubectl
+def test_prod_requires_shard_nodes_on_distinct_machines():
+    spec = one(render("prod"), "StatefulSet")["spec"]["template"]["spec"]
+    terms = spec["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert [t["topologyKey"] for t in terms] == ["kubernetes.io/hostname"]
+
+
+# ------------------------------------------------------------------ test: the dev overlay, run
+
+@needs_kubectl
+def test_dev_overlay_runs_as_local_processes(tmp_path):
+    """Each dev container's command, args and environment, started here: loopback
+    addresses, tmp data dirs, and the StatefulSet's DNS names in the coordinator's
+    shard list replaced by the local shard nodes' addresses. Nothing else changes."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from quiver.client import Client
+    from quiver.local import child_env, wait_port_file
+
+    objs = render("dev")
+    base_env = {k: v for k, v in child_env().items() if not k.startswith("QUIVER_")}
+    procs: dict[str, tuple[subprocess.Popen, Path, dict]] = {}  # pod name -> (process, log, container)
+
+    def start(pod: str, w: dict, c: dict, **rewrite: str) -> None:
+        role_of(w, c)  # command == ["quiver"], args == [role]
+        env = container_env(objs, c)
+        env.update(QUIVER_LISTEN="127.0.0.1:0", QUIVER_DATA_DIR=str(tmp_path / pod),
+                   QUIVER_PORT_FILE=str(tmp_path / f"{pod}.port"), **rewrite)
+        if "QUIVER_METRICS_PORT" in env:
+            env["QUIVER_METRICS_PORT"] = "0"
+        log = tmp_path / f"{pod}.log"
+        with open(log, "wb") as out:
+            p = subprocess.Popen([sys.executable, "-m", "quiver.cli", *c["args"]], env={**base_env, **env},
+                                 stdin=subprocess.DEVNULL, stdout=out, stderr=out, cwd=str(REPO))
+        procs[pod] = (p, log, c)
+
+    try:
+        sts = one(objs, "StatefulSet")
+        (sw, sc), = [(w, c) for w, c in workloads(objs) if w is sts]
+        for i in range(sts["spec"]["replicas"]):
+            start(f"{sts['metadata']['name']}-{i}", sw, sc)
+        info = {pod: wait_port_file(tmp_path / f"{pod}.port", p, timeout=120, log_file=log)
+                for pod, (p, log, _) in procs.items()}
+
+        (cw, cc), = [(w, c) for w, c in workloads(objs) if w["kind"] == "Deployment"]
+        listed = container_env(objs, cc)["QUIVER_SHARD_NODES"].split(",")
+        local = []
+        for entry in listed:
+            host, _, port = entry.rpartition(":")
+            pod = host.split(".")[0]
+            assert pod in info, f"QUIVER_SHARD_NODES names {entry}, which is no pod of the StatefulSet"
+            assert int(port) == sc["readinessProbe"]["grpc"]["port"], entry
+            local.append(f"127.0.0.1:{info[pod]['port']}")
+        start("coordinator", cw, cc, QUIVER_SHARD_NODES=",".join(local))
+        p, log, _ = procs["coordinator"]
+        info["coordinator"] = wait_port_file(tmp_path / "coordinator.port", p, timeout=120, log_file=log)
+
+        for pod, (_, _, c) in procs.items():  # what the kubelet's probe asks, and Prometheus' scrape
+            assert info[pod]["metrics_port"], f"{pod}: no metrics endpoint; QUIVER_METRICS_PORT not honoured"
+            with grpc.insecure_channel(f"127.0.0.1:{info[pod]['port']}") as ch:
+                resp = health_pb2_grpc.HealthStub(ch).Check(
+                    health_pb2.HealthCheckRequest(service=c["readinessProbe"]["grpc"].get("service", "")),
+                    timeout=20)
+                assert resp.status == health_pb2.HealthCheckResponse.SERVING, pod
+
+        rng = np.random.default_rng(5)
+        x = rng.standard_normal((64, 24)).astype(np.float32)
+        with Client(f"127.0.0.1:{info['coordinator']['port']}", timeout=60) as client:
+            client.create_collection("deployed", 24, "cosine", quantization="scalar", shard_number=0)
+            client.upsert("deployed", np.arange(64, dtype=np.uint64), x, [{"i": i} for i in range(64)])
+            assert client.count("deployed") == 64
+            hits = client.search("deployed", x[7], limit=3, with_payload=True)
+        assert hits.ids[0] == 7 and hits.payloads[0] == {"i": 7}
+        assert hits.shards_answered == hits.shards_total == len(listed)
+        for pod in procs:
+            url = f"http://127.0.0.1:{info[pod]['metrics_port']}/metrics"
+            assert "quiver_requests_total" in urllib.request.urlopen(url, timeout=10).read().decode(), pod
+    finally:
+        for p, _, _ in procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        codes = {}
+        for pod, (p, _, _) in procs.items():
+            try:
+                codes[pod] = p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                codes[pod] = p.wait()
+    for pod, (_, log, _) in procs.items():  # a graceful stop: drained, LMDB closed, exit 0
+        records = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+        assert codes[pod] == 0 and records and records[-1]["msg"] == "stopped", \
+            f"{pod} exited {codes[pod]}:\n{log.read_text()[-2000:]}"
