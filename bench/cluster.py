@@ -28,7 +28,7 @@ if __package__ in (None, ""):  # run as a script: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.datasets import load_docs384, recall_at_k  # noqa: E402
-from bench.engine import NLIST, NPROBE, machine, write_rows  # noqa: E402
+from bench.engine import machine, write_rows  # noqa: E402
 from quiver.client import Client  # noqa: E402
 from quiver.local import LocalCluster  # noqa: E402
 
@@ -36,11 +36,10 @@ RESULTS = Path(__file__).resolve().parent / "results" / "cluster-docs384.jsonl"
 SYSTEM = "quiver-cluster"
 LIMIT = 10
 WARMUP = 50
-#: The engine benchmark's lists and probes. A shard trains on its first batch and
-#: retrains each time it grows by retrain_growth; with the engine's defaults
-#: (threshold 20k, growth 4) a 50k-point shard would never leave the one-list
-#: full scan, so the last training here happens at ~28k points, with 512 lists.
-INDEX = {"nlist": NLIST, "nprobe": NPROBE, "full_scan_threshold": 10_000, "retrain_growth": 3.0}
+#: The engine's default index: a shard scans one list until 20k points, then
+#: trains sqrt-sized IVF lists (283 at 20k) and probes enough of them to hold
+#: 400 x limit x oversampling points.
+INDEX: dict = {}
 BATCH = 4096
 
 

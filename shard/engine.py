@@ -285,8 +285,8 @@ class ShardEngine:
             centroids = sample.mean(axis=0, keepdims=True)
         else:
             nlist = ic.nlist or ivf.auto_nlist(n_total)
-            # 64 points a list is plenty for the coarse k-means (FAISS warns below 39)
-            km_sample = sample if len(sample) <= 64 * nlist else sample[:: int(np.ceil(len(sample) / (64 * nlist)))]
+            # 40 points a list is enough for the coarse k-means (FAISS warns below 39)
+            km_sample = sample if len(sample) <= 40 * nlist else sample[:: int(np.ceil(len(sample) / (40 * nlist)))]
             centroids = ivf.kmeans(km_sample, nlist, self.config.quantization.seed, self.progress)
         quantizer = make_quantizer(self.config)
         if quantizer is not None:

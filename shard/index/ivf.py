@@ -13,6 +13,7 @@ from typing import Callable
 
 import numpy as np
 
+from shard.kernels.kmeans import cluster_means_update
 from shard.kernels.layout import nearest_lists
 
 KMEANS_ITERATIONS = 8
@@ -50,11 +51,8 @@ def kmeans(x: np.ndarray, k: int, seed: int = 0,
     c = x[rng.choice(n, k, replace=False)].copy()
     for it in range(KMEANS_ITERATIONS):
         a = assign(x, c)
-        counts = np.bincount(a, minlength=k)
-        sums = np.zeros_like(c, dtype=np.float64)
-        np.add.at(sums, a, x)
+        counts = cluster_means_update(x, a, c)
         nonempty = counts > 0
-        c[nonempty] = (sums[nonempty] / counts[nonempty, None]).astype(np.float32)
         empty = np.flatnonzero(~nonempty)
         if len(empty):
             err = np.einsum("ij,ij->i", x - c[a], x - c[a])

@@ -57,3 +57,25 @@ def pq_update(xpad, codes, codebooks):
             else:
                 empty += 1
     return empty
+
+
+@njit(nogil=True, cache=True, fastmath=True, boundscheck=False)
+def cluster_means_update(x, assign, centroids):
+    """Move each centroid (k, d) to the mean of its points x (n, d), in place.
+
+    assign: (n,) int32 cluster of each point. Empty clusters keep their place.
+    Returns counts (k,) int64.
+    """
+    k, d = centroids.shape
+    sums = np.zeros((k, d), np.float64)
+    counts = np.zeros(k, np.int64)
+    for i in range(x.shape[0]):
+        c = assign[i]
+        counts[c] += 1
+        for j in range(d):
+            sums[c, j] += x[i, j]
+    for c in range(k):
+        if counts[c] > 0:
+            for j in range(d):
+                centroids[c, j] = sums[c, j] / counts[c]
+    return counts
