@@ -34,7 +34,10 @@ def clustered(n, d, seed, centers=8):
 @pytest.mark.parametrize("name,make", QUANTIZERS, ids=[q[0] for q in QUANTIZERS])
 @pytest.mark.parametrize("dim", DIMS)
 @pytest.mark.parametrize("use_sqnorm", [False, True], ids=["ip", "euclid"])
-def test_scan_kernel_matches_reference(name, make, dim, use_sqnorm):
+@pytest.mark.parametrize("compacted", [False, True], ids=["scattered", "runs"])
+def test_scan_kernel_matches_reference(name, make, dim, use_sqnorm, compacted):
+    """Kernels see lists both as scattered slots (fresh writes) and as runs of
+    consecutive slots (after the store compacts)."""
     x = clustered(600, dim, seed=dim)
     q = clustered(3, dim, seed=dim + 1)
     centroids = ivf.kmeans(x, 4, seed=0)
@@ -45,7 +48,11 @@ def test_scan_kernel_matches_reference(name, make, dim, use_sqnorm):
     codes, factors = quant.encode(x - centroids[lists], centroids[lists])
     store = CodeStore(quant.code_width, quant.code_dtype, quant.n_factors, len(centroids))
     hsq = 0.5 * (x * x).sum(1)
-    store.upsert(np.arange(len(x), dtype=np.uint64), lists, codes, factors, hsq.astype(np.float32))
+    order = np.random.default_rng(dim).permutation(len(x))  # slots not grouped by list
+    store.upsert(np.arange(len(x), dtype=np.uint64)[order], lists[order], codes[order], factors[order],
+                 hsq.astype(np.float32)[order])
+    if compacted:
+        store.compact()
     offsets, members, _ = store.layout()
 
     ref = quant.reference_scores(q, lists, centroids, codes, factors)
