@@ -273,7 +273,8 @@ class ShardEngine:
         q = index.quantizer
         if q is None:
             return CodeStore(0, np.uint8, 0, index.nlist)
-        return CodeStore(q.code_width, q.code_dtype, q.n_factors, index.nlist)
+        return CodeStore(q.code_width, q.code_dtype, q.n_factors, index.nlist,
+                         column_major=getattr(q, "column_major", False))
 
     def _train(self, sample: np.ndarray, n_total: int) -> _Index:
         """Train centroids and quantizer on a sample (m, d) for a shard of n_total points."""

@@ -46,7 +46,8 @@ def test_scan_kernel_matches_reference(name, make, dim, use_sqnorm, compacted):
     quant.fit(x - centroids[lists])
     quant.set_centroids(centroids)
     codes, factors = quant.encode(x - centroids[lists], centroids[lists])
-    store = CodeStore(quant.code_width, quant.code_dtype, quant.n_factors, len(centroids))
+    store = CodeStore(quant.code_width, quant.code_dtype, quant.n_factors, len(centroids),
+                      column_major=getattr(quant, "column_major", False))
     hsq = 0.5 * (x * x).sum(1)
     order = np.random.default_rng(dim).permutation(len(x))  # slots not grouped by list
     store.upsert(np.arange(len(x), dtype=np.uint64)[order], lists[order], codes[order], factors[order],

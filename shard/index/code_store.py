@@ -30,14 +30,18 @@ def record_dtype(code_width: int, code_dtype: np.dtype, n_factors: int) -> np.dt
 
 
 class CodeStore:
-    def __init__(self, code_width: int, code_dtype, n_factors: int, nlist: int, capacity: int = 1024):
+    def __init__(self, code_width: int, code_dtype, n_factors: int, nlist: int, capacity: int = 1024,
+                 column_major: bool = False):
         self.code_width = code_width
         self.code_dtype = np.dtype(code_dtype)
         self.n_factors = n_factors
         self.nlist = nlist
         self.record = record_dtype(code_width, code_dtype, n_factors)
         cap = max(16, capacity)
-        self.codes = np.zeros((cap, code_width), self.code_dtype)
+        # column-major codes (width, cap) let a kernel score a run of slots with
+        # vector instructions across the slots (binary codes: VPOPCNTQ on 8 at once)
+        self.column_major = column_major
+        self.codes = np.zeros((code_width, cap) if column_major else (cap, code_width), self.code_dtype)
         self.factors = np.zeros((cap, n_factors), np.float32)
         self.half_sqnorm = np.zeros(cap, np.float32)
         self.list_of_slot = np.full(cap, -1, np.int32)
@@ -75,9 +79,15 @@ class CodeStore:
         """Replace every per-slot array by one of capacity ``cap`` whose first
         rows are ``old[take]`` (a slice to grow, a permutation to compact)."""
         for name, fill in self._SLOT_ARRAYS:
-            kept = getattr(self, name)[take]
-            b = np.full((cap,) + kept.shape[1:], fill, kept.dtype)
-            b[: len(kept)] = kept
+            a = getattr(self, name)
+            if name == "codes" and self.column_major:
+                kept = a[:, take]
+                b = np.full((a.shape[0], cap), fill, a.dtype)
+                b[:, : kept.shape[1]] = kept
+            else:
+                kept = a[take]
+                b = np.full((cap,) + kept.shape[1:], fill, kept.dtype)
+                b[: len(kept)] = kept
             setattr(self, name, b)
 
     def _grow(self, need: int) -> None:
@@ -100,7 +110,9 @@ class CodeStore:
             slots[new] = np.concatenate([reuse, fresh])
             idmap_set(self.idmap, keys[new], slots[new])
             self.n += n_new
-        if self.code_width:
+        if self.code_width and self.column_major:
+            self.codes[:, slots] = codes.T
+        elif self.code_width:
             self.codes[slots] = codes
         if self.n_factors:
             self.factors[slots] = factors

@@ -84,30 +84,44 @@ def quantize_query_planes(v, qbits, qplanes):
     return vmin, delta, total
 
 
-@njit(nogil=True, cache=True, fastmath=True, boundscheck=False, inline="always")
-def _plane_dot(codes, s, base_word, W, qplanes, qbits):
-    """(popcount of a code plane, sum_j bit(j) * qq_j) for the plane at base_word."""
-    cnt = np.uint64(0)
-    acc = np.uint64(0)
-    if qbits == 1:
+@njit(nogil=True, cache=True, fastmath=True, boundscheck=False)
+def _run_dots(codes, a, n, W, P, qplanes, qbits, plane_w, lo, delta, c0):
+    """<xbar, v> of the n consecutive slots a .. a+n-1 -> (n,) float32.
+
+    codes is column-major (P * W, cap), so every inner loop runs over
+    consecutive slots and vectorises (AND + VPOPCNTQ across slots). The
+    accumulators are allocated here: passed in, they could alias the codes
+    for all LLVM knows, and it would not vectorise (10 ns/slot instead of 3).
+    """
+    dots = np.full(n, c0, np.float32)
+    for p in range(P):
+        cnt = np.zeros(n, np.uint64)
+        acc = np.zeros(n, np.uint64)
         for w in range(W):
-            x = codes[s, base_word + w]
-            cnt += popcount64(x)
-            acc += popcount64(x & qplanes[0, w])
-        return cnt, acc
-    for w in range(W):
-        x = codes[s, base_word + w]
-        cnt += popcount64(x)
-    for g in range(0, qbits, 4):
-        a4 = np.uint64(0)
-        for w in range(W):
-            x = codes[s, base_word + w]
-            a4 += (popcount64(x & qplanes[g, w])
-                   + (popcount64(x & qplanes[g + 1, w]) << np.uint64(1))
-                   + (popcount64(x & qplanes[g + 2, w]) << np.uint64(2))
-                   + (popcount64(x & qplanes[g + 3, w]) << np.uint64(3)))
-        acc += a4 << np.uint64(g)
-    return cnt, acc
+            row = codes[p * W + w, a:a + n]
+            for i in range(n):
+                cnt[i] += popcount64(row[i])
+            if qbits == 1:
+                q0 = qplanes[0, w]
+                for i in range(n):
+                    acc[i] += popcount64(row[i] & q0)
+            else:
+                for g in range(0, qbits, 4):
+                    q0 = qplanes[g, w]
+                    q1 = qplanes[g + 1, w]
+                    q2 = qplanes[g + 2, w]
+                    q3 = qplanes[g + 3, w]
+                    sh = np.uint64(g)
+                    for i in range(n):
+                        x = row[i]
+                        acc[i] += (popcount64(x & q0)
+                                   + (popcount64(x & q1) << np.uint64(1))
+                                   + (popcount64(x & q2) << np.uint64(2))
+                                   + (popcount64(x & q3) << np.uint64(3))) << sh
+        wp = plane_w[p]
+        for i in range(n):
+            dots[i] += wp * (lo * np.float32(cnt[i]) + delta * np.float32(acc[i]))
+    return dots
 
 
 @njit(nogil=True, cache=True, fastmath=True, boundscheck=False)
@@ -117,11 +131,14 @@ def binary_scan(qrot, base, probes, offsets, members, codes, factors,
 
     qrot: (m, D) float32 rotated queries; base: (m, nlist) float32, <c_l, q>;
     probes: (m, nprobe) int32, -1 padded; offsets/members: the list layout;
-    codes: (cap, P * W) uint64; factors: (cap, 2) float32; half_sqnorm:
-    (cap,) float32, 0.5 ||o||^2, subtracted when ``use_sqnorm`` (euclid);
-    plane_w: (P,) float32; qbits: 1, 4 or 8.
+    codes: (P * W, cap) uint64, column-major; factors: (cap, 2) float32;
+    half_sqnorm: (cap,) float32, 0.5 ||o||^2, subtracted when ``use_sqnorm``
+    (euclid); plane_w: (P,) float32; qbits: 1, 4 or 8.
     out_scores (m, k) float32, out_slots (m, k) int64: filled best first.
     Returns counts (m,) int64, the number of valid entries per query.
+
+    A list whose slots are one consecutive run (the case after compaction) is
+    scored as one block; slots written since are scored one by one.
     """
     m, D = qrot.shape
     W = D // 64
@@ -140,16 +157,28 @@ def binary_scan(qrot, base, probes, offsets, members, codes, factors,
             if l < 0:
                 break
             b0 = base[qi, l]
-            for t in range(offsets[l], offsets[l + 1]):
-                s = members[t]
-                dot = c0
-                for p in range(P):
-                    cnt, acc = _plane_dot(codes, s, p * W, W, qplanes, qbits)
-                    dot += plane_w[p] * (lo * np.float32(cnt) + delta * np.float32(acc))
-                est = b0 + factors[s, 0] + factors[s, 1] * dot
-                if use_sqnorm:
-                    est -= half_sqnorm[s]
-                size = heap_push(hs, hi, size, est, s)
+            start = offsets[l]
+            end = offsets[l + 1]
+            n = end - start
+            if n == 0:
+                continue
+            a = members[start]
+            if members[end - 1] - a == n - 1:  # one run of slots
+                dots = _run_dots(codes, a, n, W, P, qplanes, qbits, plane_w, lo, delta, c0)
+                for i in range(n):
+                    s = a + i
+                    est = b0 + factors[s, 0] + factors[s, 1] * dots[i]
+                    if use_sqnorm:
+                        est -= half_sqnorm[s]
+                    size = heap_push(hs, hi, size, est, s)
+            else:
+                for t in range(start, end):
+                    s = members[t]
+                    dots = _run_dots(codes, s, 1, W, P, qplanes, qbits, plane_w, lo, delta, c0)
+                    est = b0 + factors[s, 0] + factors[s, 1] * dots[0]
+                    if use_sqnorm:
+                        est -= half_sqnorm[s]
+                    size = heap_push(hs, hi, size, est, s)
         heap_sorted(hs, hi, size)
         counts[qi] = size
     return counts

@@ -47,6 +47,8 @@ def _levels(encoding: str) -> tuple[np.ndarray, float]:
 class BinaryQuantizer:
     code_dtype = np.dtype(np.uint64)
     n_factors = 2
+    #: the scan kernel reads codes column-major (word, slot)
+    column_major = True
 
     def __init__(self, dim: int, encoding: str = "one_bit", query_encoding: str = "scalar4bits", seed: int = 0):
         self.dim = dim
