@@ -12,9 +12,9 @@ import logging
 import grpc
 
 from coordinator.service import CollectionStatus, Coordinator, Points
-from quiver import convert
+from quiver import convert, security
 from quiver.serving import (DEFAULT_MAX_MESSAGE_MB, RpcMetrics, add_standard_services, bind, new_health, new_server,
-                            rpc, run_until_signal, start_metrics, write_port_file)
+                            rpc, run_until_signal, start_health_server, start_metrics, write_port_file)
 from quiver.v1 import quiver_pb2 as pb
 from quiver.v1 import quiver_pb2_grpc as pb_grpc
 
@@ -108,41 +108,69 @@ class QuiverServicer(pb_grpc.QuiverServicer):
 
 
 async def create_server(address: str, coordinator: Coordinator, *, metrics: RpcMetrics | None = None,
-                        health_servicer=None, max_message_mb: int = DEFAULT_MAX_MESSAGE_MB
-                        ) -> tuple[grpc.aio.Server, int]:
+                        health_servicer=None, max_message_mb: int = DEFAULT_MAX_MESSAGE_MB,
+                        api_keys: security.ApiKeys | None = None,
+                        tls: grpc.ServerCredentials | None = None) -> tuple[grpc.aio.Server, int]:
     """Start the Quiver service for ``coordinator`` on ``address`` (port 0 = any free port).
 
-    Returns ``(server, port)``; the caller closes ``coordinator`` after stopping the server.
+    ``api_keys``: every call but health and reflection needs one (read-only
+    keys only the read methods); None = no authentication. ``tls``: serve TLS
+    (``security.server_credentials``). Returns ``(server, port)``; the caller
+    closes ``coordinator`` after stopping the server.
     """
     metrics = metrics or RpcMetrics("coordinator")
-    server = new_server(max_message_mb << 20)
+    interceptors = [security.Authorizer.for_api_keys(api_keys, metrics).aio_interceptor()] if api_keys else None
+    if not api_keys:
+        security.log_open_once("coordinator", address, "API keys")
+    server = new_server(max_message_mb << 20, interceptors)
     pb_grpc.add_QuiverServicer_to_server(QuiverServicer(coordinator, metrics), server)
     await add_standard_services(server, [SERVICE_NAME], health_servicer)
-    port = bind(server, address)
+    port = bind(server, address, tls)
     await server.start()
     return server, port
 
 
 async def _serve(address: str, data_dir: str, shard_nodes: list[str], *, shard_timeout: float,
                  write_timeout: float, metrics_port: int | None, port_file: str | None, grace: float,
-                 max_message_mb: int) -> None:
+                 max_message_mb: int, api_keys: security.ApiKeys | None, tls: grpc.ServerCredentials | None,
+                 cluster_secret: str | None, health_port: int | None) -> None:
     coordinator = Coordinator(data_dir, shard_nodes, shard_timeout=shard_timeout, write_timeout=write_timeout,
                               max_message_bytes=max_message_mb << 20)
+    coordinator.pool.set_metadata(security.cluster_metadata(cluster_secret))  # before any shard call
     metrics = RpcMetrics("coordinator")
     health = new_health()
     server, port = await create_server(address, coordinator, metrics=metrics, health_servicer=health,
-                                       max_message_mb=max_message_mb)
+                                       max_message_mb=max_message_mb, api_keys=api_keys, tls=tls)
     httpd, mport = start_metrics(metrics_port, metrics.registry)
+    hserver, hport = None, None
+    if health_port is not None:
+        hserver, hport = await start_health_server(f"{address.rsplit(':', 1)[0]}:{health_port}", health)
+
+    async def on_stop() -> None:
+        if hserver is not None:
+            await hserver.stop(0)
+        await coordinator.close()
+
     log.info("coordinator listening", extra={"address": address, "port": port, "metrics_port": mport,
-                                             "data_dir": str(data_dir), "shard_nodes": shard_nodes})
+                                             "health_port": hport,
+                                             "data_dir": str(data_dir), "shard_nodes": shard_nodes,
+                                             "tls": tls is not None, "api_keys": len(api_keys or ()),
+                                             "cluster_secret": cluster_secret is not None})
     if port_file:
-        write_port_file(port_file, port=port, metrics_port=mport)
-    await run_until_signal(server, health, grace=grace, on_stop=coordinator.close, metrics_httpd=httpd)
+        write_port_file(port_file, port=port, metrics_port=mport, health_port=hport)
+    await run_until_signal(server, health, grace=grace, on_stop=on_stop, metrics_httpd=httpd)
 
 
 def serve(address: str, data_dir: str, shard_nodes: list[str], *, shard_timeout: float = 10.0,
           write_timeout: float = 300.0, metrics_port: int | None = None, port_file: str | None = None,
-          grace: float = 10.0, max_message_mb: int = DEFAULT_MAX_MESSAGE_MB) -> None:
-    """Run a coordinator until SIGTERM; then drain in-flight calls and close its metadata store."""
+          grace: float = 10.0, max_message_mb: int = DEFAULT_MAX_MESSAGE_MB,
+          api_keys: security.ApiKeys | None = None, tls: grpc.ServerCredentials | None = None,
+          cluster_secret: str | None = None, health_port: int | None = None) -> None:
+    """Run a coordinator until SIGTERM; then drain in-flight calls and close its metadata store.
+
+    ``cluster_secret`` is sent to the shard nodes on every call (they check it).
+    ``health_port``: also serve grpc.health.v1 alone, in plaintext, on this port
+    of the listen host (0 = any free port), for probes that cannot speak TLS."""
     asyncio.run(_serve(address, data_dir, shard_nodes, shard_timeout=shard_timeout, write_timeout=write_timeout,
-                       metrics_port=metrics_port, port_file=port_file, grace=grace, max_message_mb=max_message_mb))
+                       metrics_port=metrics_port, port_file=port_file, grace=grace, max_message_mb=max_message_mb,
+                       api_keys=api_keys, tls=tls, cluster_secret=cluster_secret, health_port=health_port))

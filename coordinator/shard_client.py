@@ -15,6 +15,7 @@ per batch instead of once per query.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections import deque
 
 import grpc
@@ -57,13 +58,23 @@ class NodePool:
         ]
         self._stubs: dict[str, pb_grpc.ShardNodeStub] = {}
         self._channels: list[grpc.aio.Channel] = []
+        self._metadata: tuple[tuple[str, str], ...] | None = None
+
+    def set_metadata(self, metadata: tuple[tuple[str, str], ...] | None) -> None:
+        """Metadata sent on every call (the cluster secret); set it before the first call."""
+        if self._stubs:
+            raise RuntimeError("set the shard-call metadata before the first shard call")
+        self._metadata = metadata or None
 
     def stub(self, address: str) -> pb_grpc.ShardNodeStub:
         stub = self._stubs.get(address)
         if stub is None:
             channel = grpc.aio.insecure_channel(address, options=self._options)
             self._channels.append(channel)
-            stub = self._stubs[address] = pb_grpc.ShardNodeStub(channel)
+            stub = pb_grpc.ShardNodeStub(channel)
+            if self._metadata:
+                stub = _WithMetadata(stub, self._metadata)
+            self._stubs[address] = stub
         return stub
 
     def node(self, address: str) -> "NodeClient":
@@ -77,6 +88,14 @@ class NodePool:
             await c.close()
         self._channels.clear()
         self._stubs.clear()
+
+
+class _WithMetadata:
+    """A stub whose every method sends ``metadata`` (cheaper than a channel interceptor)."""
+
+    def __init__(self, stub: pb_grpc.ShardNodeStub, metadata: tuple[tuple[str, str], ...]):
+        for name, method in vars(stub).items():
+            setattr(self, name, functools.partial(method, metadata=metadata))
 
 
 class NodeClient:

@@ -59,6 +59,31 @@ def _node_options(default_listen: str):
     return wrap
 
 
+def _security_load(fn, *args, **kw):
+    """Call a ``quiver.security`` loader; a bad key file or secret is a usage error (never echoing a key)."""
+    from quiver.security import SecurityConfigError
+
+    try:
+        return fn(*args, **kw)
+    except SecurityConfigError as e:
+        raise click.UsageError(str(e)) from None
+
+
+def _cluster_secret_options(fn):
+    opts = [
+        click.option("--cluster-secret-file", envvar="QUIVER_CLUSTER_SECRET_FILE", default=None,
+                     type=click.Path(dir_okay=False),
+                     help="File holding the secret the coordinator sends to shard nodes and shard nodes require "
+                          "(same file on both; unset = no check). [env QUIVER_CLUSTER_SECRET_FILE]"),
+        click.option("--cluster-secret", envvar="QUIVER_CLUSTER_SECRET", default=None, hidden=True,
+                     help="The cluster secret itself; set it through the environment, not the command line. "
+                          "[env QUIVER_CLUSTER_SECRET]"),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
 @click.group(help=__doc__.split("\n\n")[0])
 def main() -> None:
     pass
@@ -68,14 +93,18 @@ def main() -> None:
 @_node_options("0.0.0.0:6335")
 @click.option("--workers", envvar="QUIVER_WORKERS", type=int, default=16, show_default=True,
               help="gRPC handler threads; searches run in them, in parallel. [env QUIVER_WORKERS]")
-def shard_node_cmd(listen, data_dir, metrics_port, port_file, grace, max_message_mb, log_level, workers):
+@_cluster_secret_options
+def shard_node_cmd(listen, data_dir, metrics_port, port_file, grace, max_message_mb, log_level, workers,
+                   cluster_secret_file, cluster_secret):
     """Run a shard node: hosts collection shards, each an engine with its own LMDB."""
+    from quiver import security
     from quiver.logs import setup_logging
     from shard.server import serve
 
+    secret = _security_load(security.load_cluster_secret, cluster_secret_file, cluster_secret)
     setup_logging(log_level, role="shard-node")
     serve(listen, data_dir, metrics_port=metrics_port, port_file=port_file, grace=grace,
-          max_message_mb=max_message_mb, workers=workers)
+          max_message_mb=max_message_mb, workers=workers, cluster_secret=secret)
 
 
 @main.command("coordinator")
@@ -88,16 +117,39 @@ def shard_node_cmd(listen, data_dir, metrics_port, port_file, grace, max_message
 @click.option("--shard-write-timeout", envvar="QUIVER_SHARD_WRITE_TIMEOUT", type=float, default=300.0,
               show_default=True, help="Deadline of each write or shard create/drop, in seconds (a write may "
                                       "retrain the shard's index). [env QUIVER_SHARD_WRITE_TIMEOUT]")
+@click.option("--api-keys-file", envvar="QUIVER_API_KEYS_FILE", default=None, type=click.Path(dir_okay=False),
+              help="API keys and their roles: `<key> <role>` per line (role admin or read), or JSON "
+                   "{\"keys\": [{\"key\": ..., \"role\": ...}]}. Unset (and no QUIVER_API_KEY_*) = no "
+                   "authentication. [env QUIVER_API_KEYS_FILE]")
+@click.option("--api-key-admin", envvar="QUIVER_API_KEY_ADMIN", default=None, hidden=True,
+              help="Admin key(s), comma-separated; set through the environment. [env QUIVER_API_KEY_ADMIN]")
+@click.option("--api-key-read", envvar="QUIVER_API_KEY_READ", default=None, hidden=True,
+              help="Read-only key(s), comma-separated; set through the environment. [env QUIVER_API_KEY_READ]")
+@click.option("--tls-cert", envvar="QUIVER_TLS_CERT", default=None, type=click.Path(dir_okay=False),
+              help="PEM certificate (chain): serve the public API over TLS. [env QUIVER_TLS_CERT]")
+@click.option("--tls-key", envvar="QUIVER_TLS_KEY", default=None, type=click.Path(dir_okay=False),
+              help="PEM private key of --tls-cert. [env QUIVER_TLS_KEY]")
+@click.option("--health-port", envvar="QUIVER_HEALTH_PORT", type=int, default=None,
+              help="Also serve grpc.health.v1 alone, in plaintext, on this port (0 = any free port; unset = off): "
+                   "for probes that cannot speak TLS, such as the kubelet's gRPC probes. [env QUIVER_HEALTH_PORT]")
+@_cluster_secret_options
 def coordinator_cmd(listen, data_dir, metrics_port, port_file, grace, max_message_mb, log_level, shard_nodes,
-                    shard_timeout, shard_write_timeout):
+                    shard_timeout, shard_write_timeout, api_keys_file, api_key_admin, api_key_read, tls_cert,
+                    tls_key, health_port, cluster_secret_file, cluster_secret):
     """Run the coordinator: the public Quiver API, placement, fan-out and global merge."""
     from coordinator.server import serve
+    from quiver import security
     from quiver.logs import setup_logging
 
+    keys = _security_load(security.load_api_keys, api_keys_file, admin=api_key_admin, read=api_key_read)
+    secret = _security_load(security.load_cluster_secret, cluster_secret_file, cluster_secret)
+    if bool(tls_cert) != bool(tls_key):
+        raise click.UsageError("--tls-cert and --tls-key go together (QUIVER_TLS_CERT / QUIVER_TLS_KEY)")
+    tls = _security_load(security.server_credentials, tls_cert, tls_key) if tls_cert else None
     setup_logging(log_level, role="coordinator")
     serve(listen, data_dir, [n for n in shard_nodes.split(",") if n.strip()], shard_timeout=shard_timeout,
           write_timeout=shard_write_timeout, metrics_port=metrics_port, port_file=port_file, grace=grace,
-          max_message_mb=max_message_mb)
+          max_message_mb=max_message_mb, api_keys=keys, tls=tls, cluster_secret=secret, health_port=health_port)
 
 
 _dir_option = click.option("--dir", "root", envvar="QUIVER_LOCAL_DIR", default=".quiver", show_default=True,

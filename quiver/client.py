@@ -13,10 +13,12 @@ Unavailable, ...) carrying the server's message.
 
 from __future__ import annotations
 
+import collections
 import json
 import math
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -152,19 +154,57 @@ def _quantization(q) -> QuantizationConfig:
     return QuantizationConfig(**q)
 
 
+class _CallDetails(collections.namedtuple("_CallDetails", ("method", "timeout", "metadata", "credentials",
+                                                            "wait_for_ready", "compression")),
+                   grpc.ClientCallDetails):
+    pass
+
+
+class _ApiKeyInterceptor(grpc.UnaryUnaryClientInterceptor):
+    """Adds ``authorization: Bearer <key>`` to every call."""
+
+    def __init__(self, api_key: str):
+        self._header = ("authorization", f"Bearer {api_key}")
+
+    def __repr__(self) -> str:  # never the key
+        return "_ApiKeyInterceptor()"
+
+    def intercept_unary_unary(self, continuation, details, request):
+        details = _CallDetails(details.method, details.timeout, [*(details.metadata or ()), self._header],
+                               details.credentials, details.wait_for_ready, details.compression)
+        return continuation(details, request)
+
+
 class Client:
     """A connection to a Quiver coordinator.
 
     timeout: default deadline of every call, in seconds (None = none); the
     coordinator passes what is left of it on to the shards.
+    api_key: sent on every call (``authorization: Bearer <key>``) to a
+    coordinator that requires keys.
+    tls: connect over TLS, trusting ``ca_cert`` (a PEM file; None = the system's
+    roots); ``tls_server_name`` overrides the name checked against the
+    certificate (when the address is not one of its names).
     """
 
     def __init__(self, address: str = "localhost:6334", *, timeout: float | None = 300.0,
-                 max_message_mb: int = DEFAULT_MAX_MESSAGE_MB, channel: grpc.Channel | None = None):
+                 max_message_mb: int = DEFAULT_MAX_MESSAGE_MB, channel: grpc.Channel | None = None,
+                 api_key: str | None = None, tls: bool = False, ca_cert: str | Path | None = None,
+                 tls_server_name: str | None = None):
         self.address = address
         self.timeout = timeout
         self.max_message_bytes = max_message_mb << 20
-        self._channel = channel or grpc.insecure_channel(address, options=message_options(self.max_message_bytes))
+        if channel is None:
+            options = message_options(self.max_message_bytes)
+            if tls or ca_cert:
+                if tls_server_name:
+                    options.append(("grpc.ssl_target_name_override", tls_server_name))
+                roots = Path(ca_cert).read_bytes() if ca_cert else None
+                channel = grpc.secure_channel(address, grpc.ssl_channel_credentials(root_certificates=roots), options)
+            else:
+                channel = grpc.insecure_channel(address, options=options)
+        self._raw_channel = channel  # readiness is watched on the channel itself
+        self._channel = grpc.intercept_channel(channel, _ApiKeyInterceptor(api_key)) if api_key else channel
         self._stub = pb_grpc.QuiverStub(self._channel)
 
     def close(self) -> None:
@@ -185,7 +225,7 @@ class Client:
     def wait_ready(self, timeout: float = 30.0) -> None:
         """Block until the coordinator accepts connections."""
         try:
-            grpc.channel_ready_future(self._channel).result(timeout=timeout)
+            grpc.channel_ready_future(self._raw_channel).result(timeout=timeout)
         except grpc.FutureTimeoutError:
             raise Unavailable(f"coordinator {self.address} not reachable after {timeout:g}s") from None
 

@@ -56,17 +56,19 @@ def _server_options(max_message_bytes: int) -> list[tuple[str, int]]:
     ]
 
 
-def new_server(max_message_bytes: int) -> grpc.aio.Server:
-    return grpc.aio.server(options=_server_options(max_message_bytes))
+def new_server(max_message_bytes: int, interceptors=None) -> grpc.aio.Server:
+    """``interceptors``: e.g. the authorizer's (``quiver.security``); none = every call goes straight through."""
+    return grpc.aio.server(options=_server_options(max_message_bytes), interceptors=interceptors or None)
 
 
-def new_thread_server(max_message_bytes: int, workers: int) -> grpc.Server:
+def new_thread_server(max_message_bytes: int, workers: int, interceptors=None) -> grpc.Server:
     return grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rpc"),
-                       options=_server_options(max_message_bytes))
+                       options=_server_options(max_message_bytes), interceptors=interceptors or None)
 
 
-def bind(server, address: str) -> int:
-    port = server.add_insecure_port(address)
+def bind(server, address: str, credentials: grpc.ServerCredentials | None = None) -> int:
+    """Listen on ``address``: TLS with ``credentials``, plaintext without. Returns the port."""
+    port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     if port == 0:
         raise RuntimeError(f"cannot listen on {address}")
     return port
@@ -161,6 +163,16 @@ async def add_standard_services(server: grpc.aio.Server, service_names: list[str
     for name in _register(server, service_names, hs):
         await hs.set(name, health_pb2.HealthCheckResponse.SERVING)
     return hs
+
+
+async def start_health_server(address: str, hs: health.aio.HealthServicer) -> tuple[grpc.aio.Server, int]:
+    """A plaintext server with only ``hs`` (grpc.health.v1) on ``address``: for probes that
+    cannot speak TLS (the kubelet's gRPC probes) when the API port serves TLS."""
+    server = new_server(1 << 20)
+    health_pb2_grpc.add_HealthServicer_to_server(hs, server)
+    port = bind(server, address)
+    await server.start()
+    return server, port
 
 
 def add_standard_services_sync(server: grpc.Server, service_names: list[str],

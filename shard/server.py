@@ -17,7 +17,7 @@ import logging
 import grpc
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from quiver import convert
+from quiver import convert, security
 from quiver.serving import (DEFAULT_MAX_MESSAGE_MB, RpcMetrics, add_standard_services_sync, bind, new_health,
                             new_thread_server, rpc, run_until_signal_sync, start_metrics, write_port_file)
 from quiver.v1 import shard_node_pb2 as pb
@@ -117,14 +117,22 @@ class ShardCollector:
 
 
 def create_server(address: str, node: ShardNode, *, metrics: RpcMetrics | None = None, health_servicer=None,
-                  max_message_mb: int = DEFAULT_MAX_MESSAGE_MB, workers: int = 16) -> tuple[grpc.Server, int]:
+                  max_message_mb: int = DEFAULT_MAX_MESSAGE_MB, workers: int = 16,
+                  cluster_secret: str | None = None) -> tuple[grpc.Server, int]:
     """Start a ShardNode server for ``node`` on ``address`` (port 0 = any free port).
 
-    Returns ``(server, port)``. The caller owns ``node`` and closes it after
-    stopping the server; pass ``health_servicer`` to flip it on shutdown.
+    ``cluster_secret``: every call but health and reflection must carry it
+    (the coordinator sends it); None = no check. Returns ``(server, port)``.
+    The caller owns ``node`` and closes it after stopping the server; pass
+    ``health_servicer`` to flip it on shutdown.
     """
     metrics = metrics or RpcMetrics("shard")
-    server = new_thread_server(max_message_mb << 20, workers)
+    interceptors = None
+    if cluster_secret:
+        interceptors = [security.Authorizer.for_cluster_secret(cluster_secret, metrics).interceptor()]
+    else:
+        security.log_open_once("shard node", address, "cluster secret")
+    server = new_thread_server(max_message_mb << 20, workers, interceptors)
     pb_grpc.add_ShardNodeServicer_to_server(ShardNodeServicer(node, metrics), server)
     add_standard_services_sync(server, [SERVICE_NAME], health_servicer)
     port = bind(server, address)
@@ -133,17 +141,19 @@ def create_server(address: str, node: ShardNode, *, metrics: RpcMetrics | None =
 
 
 def serve(address: str, data_dir: str, *, metrics_port: int | None = None, port_file: str | None = None,
-          grace: float = 10.0, max_message_mb: int = DEFAULT_MAX_MESSAGE_MB, workers: int = 16) -> None:
+          grace: float = 10.0, max_message_mb: int = DEFAULT_MAX_MESSAGE_MB, workers: int = 16,
+          cluster_secret: str | None = None) -> None:
     """Run a shard node until SIGTERM; then drain in-flight calls and close every LMDB environment."""
     node = ShardNode(data_dir)
     metrics = RpcMetrics("shard")
     metrics.registry.register(ShardCollector(node))
     health = new_health(aio=False)
     server, port = create_server(address, node, metrics=metrics, health_servicer=health,
-                                 max_message_mb=max_message_mb, workers=workers)
+                                 max_message_mb=max_message_mb, workers=workers, cluster_secret=cluster_secret)
     httpd, mport = start_metrics(metrics_port, metrics.registry)
     log.info("shard node listening", extra={"address": address, "port": port, "metrics_port": mport,
-                                            "data_dir": str(data_dir), "shards": len(node.shards())})
+                                            "data_dir": str(data_dir), "shards": len(node.shards()),
+                                            "cluster_secret": cluster_secret is not None})
     if port_file:
         write_port_file(port_file, port=port, metrics_port=mport)
     run_until_signal_sync(server, health, grace=grace, on_stop=node.close, metrics_httpd=httpd)

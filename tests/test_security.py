@@ -1,0 +1,291 @@
+"""Security: API keys with roles, TLS to the coordinator, a cluster secret to shard nodes.
+
+A real cluster as processes on 127.0.0.1 (two shard nodes and a coordinator, all
+started with the security flags), a self-signed certificate made with the
+``openssl`` command, and the key checks' unit tests.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import shutil
+import subprocess
+from pathlib import Path
+from unittest import mock
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from quiver import security
+from quiver.client import Client
+from quiver.local import spawn, terminate, wait_port_file
+from quiver.v1 import shard_node_pb2 as spb
+from quiver.v1 import shard_node_pb2_grpc as spb_grpc
+from shard.errors import PermissionDenied, Unauthenticated
+
+ADMIN_KEY = "admin-key-0123456789abcdef"
+READ_KEY = "read-key-0123456789abcdef"
+WRONG_KEY = "wrong-key-feedfacecafebeef42"
+SECRET = "cluster-secret-0123456789abcdef"
+WRONG_SECRET = "cluster-secret-not-the-right-one"
+
+
+def make_cert(d: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for localhost and 127.0.0.1 (it is its own CA)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command")
+    cert, key = d / "cert.pem", d / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+                   check=True, capture_output=True, timeout=30)
+    return cert, key
+
+
+class Cluster:
+    def __init__(self, root: Path):
+        self.root = root
+        self.cert, self.key = make_cert(root)
+        (root / "keys.txt").write_text(f"# test keys\n{ADMIN_KEY} admin\n\n{READ_KEY} read\n")
+        (root / "secret").write_text(SECRET + "\n")
+        self.procs, self.logs = [], []
+        secret = ["--cluster-secret-file", str(root / "secret")]
+        nodes = []
+        for i in range(2):
+            log = root / f"node-{i}.log"
+            p = spawn("shard-node", ["--listen", "127.0.0.1:0", "--data-dir", str(root / f"node-{i}"),
+                                     "--grace", "2", *secret], root / f"node-{i}.port", log)
+            self.procs.append(p)
+            self.logs.append(log)
+            nodes.append((p, log, root / f"node-{i}.port"))
+        self.nodes = [f"127.0.0.1:{wait_port_file(pf, p, 120, log)['port']}" for p, log, pf in nodes]
+        log = root / "coordinator.log"
+        p = spawn("coordinator", ["--listen", "127.0.0.1:0", "--data-dir", str(root / "coord"), "--grace", "2",
+                                  "--shard-nodes", ",".join(self.nodes), "--api-keys-file", str(root / "keys.txt"),
+                                  "--tls-cert", str(self.cert), "--tls-key", str(self.key), "--health-port", "0",
+                                  *secret], root / "coord.port", log)
+        self.procs.append(p)
+        self.logs.append(log)
+        info = wait_port_file(root / "coord.port", p, 120, log)
+        self.address = f"127.0.0.1:{info['port']}"
+        self.health_address = f"127.0.0.1:{info['health_port']}"
+
+    def client(self, api_key: str | None = None, **kw) -> Client:
+        return Client(self.address, timeout=60, api_key=api_key, tls=True, ca_cert=self.cert, **kw)
+
+    def close(self) -> None:
+        terminate([p.pid for p in self.procs], timeout=10)
+        for p in self.procs:
+            p.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    c = Cluster(tmp_path_factory.mktemp("secure"))
+    try:
+        with c.client(ADMIN_KEY) as admin:
+            admin.create_collection("docs", 8, "cosine", quantization="scalar", shard_number=2)
+            x = np.random.default_rng(0).standard_normal((50, 8)).astype(np.float32)
+            admin.upsert("docs", np.arange(50, dtype=np.uint64), x, [{"i": i} for i in range(50)])
+        c.vectors = x
+        yield c
+    finally:
+        c.close()
+
+
+# ------------------------------------------------------------------ the cluster
+
+
+def test_health_needs_no_key(cluster):
+    creds = grpc.ssl_channel_credentials(cluster.cert.read_bytes())
+    with grpc.secure_channel(cluster.address, creds) as ch:
+        r = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
+        assert r.status == health_pb2.HealthCheckResponse.SERVING
+    # the plaintext health-only port (the kubelet's gRPC probes speak no TLS), and the
+    # shard nodes: probes carry no key or secret
+    for address in (cluster.health_address, *cluster.nodes):
+        with grpc.insecure_channel(address) as ch:
+            r = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
+            assert r.status == health_pb2.HealthCheckResponse.SERVING
+    with grpc.insecure_channel(cluster.health_address) as ch:  # health only: nothing else is served there
+        with pytest.raises(grpc.RpcError) as e:
+            ch.unary_unary("/quiver.v1.Quiver/ListCollections")(b"", metadata=[("x-api-key", ADMIN_KEY)], timeout=10)
+        assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_no_key_or_a_wrong_key_is_unauthenticated(cluster):
+    with cluster.client() as c:
+        with pytest.raises(Unauthenticated, match="no API key"):
+            c.list_collections()
+        with pytest.raises(Unauthenticated):
+            c.search("docs", cluster.vectors[0], limit=3)
+    with cluster.client(WRONG_KEY) as c:
+        with pytest.raises(Unauthenticated, match="unknown API key") as e:
+            c.count("docs")
+        assert WRONG_KEY not in str(e.value)
+
+
+def test_read_key_reads_but_cannot_write(cluster):
+    with cluster.client(READ_KEY) as c:
+        hits = c.search("docs", cluster.vectors[3], limit=3, with_payload=True)
+        assert hits.ids[0] == 3 and hits.payloads[0] == {"i": 3}
+        assert c.count("docs") == 50
+        assert len(c.get("docs", [1, 2])) == 2
+        assert c.get_collection("docs").points == 50
+        assert "docs" in c.list_collections()
+        with pytest.raises(PermissionDenied, match="Upsert needs an admin API key"):
+            c.upsert("docs", [99], cluster.vectors[:1])
+        for call in (lambda: c.delete("docs", [1]), lambda: c.delete_collection("docs"),
+                     lambda: c.create_collection("other", 8)):
+            with pytest.raises(PermissionDenied):
+                call()
+        assert c.count("docs") == 50
+
+
+def test_admin_key_does_everything(cluster):
+    with cluster.client(ADMIN_KEY) as c:
+        c.create_collection("scratch", 8, "dot", shard_number=2)
+        assert c.upsert("scratch", [1, 2, 3], cluster.vectors[:3]) == 3
+        c.upsert_many("scratch", np.arange(10, 30, dtype=np.uint64), cluster.vectors[10:30], batch_size=8)
+        assert c.count("scratch") == 23
+        c.delete("scratch", np.arange(10, 30, dtype=np.uint64))
+        assert c.search("scratch", cluster.vectors[0], limit=3).ids.size == 3
+        assert c.delete("scratch", [1]) == 1
+        assert c.count("scratch") == 2
+        c.delete_collection("scratch")
+        assert "scratch" not in c.list_collections()
+
+
+def test_x_api_key_header_works_too(cluster):
+    creds = grpc.ssl_channel_credentials(cluster.cert.read_bytes())
+    with grpc.secure_channel(cluster.address, creds) as ch:
+        from quiver.v1 import quiver_pb2 as pb
+        from quiver.v1 import quiver_pb2_grpc as pb_grpc
+
+        stub = pb_grpc.QuiverStub(ch)
+        r = stub.Count(pb.CountRequest(collection="docs"), metadata=[("x-api-key", READ_KEY)], timeout=10)
+        assert r.count == 50
+
+
+def test_plaintext_client_to_the_tls_port_fails(cluster):
+    with Client(cluster.address, timeout=3, api_key=ADMIN_KEY) as c:
+        with pytest.raises(Exception) as e:  # noqa: PT011 - UNAVAILABLE or DEADLINE_EXCEEDED, by timing
+            c.list_collections()
+        assert type(e.value).__name__ in ("Unavailable", "DeadlineExceeded")
+
+
+def test_tls_client_without_the_ca_fails(cluster):
+    with Client(cluster.address, timeout=3, api_key=ADMIN_KEY, tls=True) as c:  # system roots only
+        with pytest.raises(Exception) as e:  # noqa: PT011
+            c.list_collections()
+        assert type(e.value).__name__ in ("Unavailable", "DeadlineExceeded")
+
+
+def test_shard_node_refuses_callers_without_the_cluster_secret(cluster):
+    with grpc.insecure_channel(cluster.nodes[0]) as ch:
+        stub = spb_grpc.ShardNodeStub(ch)
+        for md in (None, [("x-quiver-cluster-secret", WRONG_SECRET)], [("authorization", f"Bearer {SECRET}")]):
+            with pytest.raises(grpc.RpcError) as e:
+                stub.ListShards(spb.ListShardsRequest(), metadata=md, timeout=10)
+            assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert SECRET not in e.value.details()
+        r = stub.ListShards(spb.ListShardsRequest(), metadata=[("x-quiver-cluster-secret", SECRET)], timeout=10)
+        assert {s.shard.collection for s in r.shards} == {"docs"}
+
+
+def test_keys_and_secrets_never_reach_the_logs(cluster):
+    test_no_key_or_a_wrong_key_is_unauthenticated(cluster)  # make sure a wrong key was presented
+    texts = [p.read_text() for p in cluster.logs]
+    for text in texts:
+        for secret in (WRONG_KEY, ADMIN_KEY, READ_KEY, SECRET, WRONG_SECRET):
+            assert secret not in text
+    coord = [json.loads(line) for line in texts[-1].splitlines() if line.startswith("{")]
+    rejected = [r for r in coord if r["msg"] == "rpc rejected"]
+    assert {r["code"] for r in rejected} >= {"UNAUTHENTICATED", "PERMISSION_DENIED"}
+    listening = next(r for r in coord if r["msg"] == "coordinator listening")
+    assert listening["tls"] is True and listening["api_keys"] == 2 and listening["cluster_secret"] is True
+
+
+# ------------------------------------------------------------------ units
+
+
+def test_every_key_is_compared_with_compare_digest():
+    keys = security.ApiKeys([("a" * 16, "admin"), ("b" * 16, "read"), ("c" * 16, "read")])
+    with mock.patch("quiver.security.hmac.compare_digest", wraps=hmac.compare_digest) as cd:
+        assert keys.role_of("a" * 16) == "admin"  # the first key matches; the others are compared anyway
+        assert cd.call_count == 3
+        assert keys.role_of("c" * 16) == "read"
+        assert keys.role_of("d" * 16) is None
+        assert cd.call_count == 9
+    assert keys.role_of(None) is None and keys.role_of("") is None
+    assert "a" * 16 not in repr(keys)
+
+
+def test_key_file_formats_and_errors(tmp_path):
+    text = tmp_path / "k.txt"
+    text.write_text(f"# comment\n{ADMIN_KEY} admin\n{READ_KEY}   read\n")
+    js = tmp_path / "k.json"
+    js.write_text(json.dumps({"keys": [{"key": ADMIN_KEY, "role": "admin"}, {"key": READ_KEY, "role": "read"}]}))
+    for path in (text, js):
+        keys = security.load_api_keys(path)
+        assert len(keys) == 2 and keys.role_of(ADMIN_KEY) == "admin" and keys.role_of(READ_KEY) == "read"
+    env = security.load_api_keys(admin=f"{ADMIN_KEY}, {ADMIN_KEY}x", read=READ_KEY)
+    assert env.role_of(ADMIN_KEY + "x") == "admin" and env.role_of(READ_KEY) == "read"
+    assert security.load_api_keys() is None
+    bad = {"short admin\n": "at least 16", f"{WRONG_KEY} root\n": "role must be", f"{WRONG_KEY}\n": "line 1",
+           f"{WRONG_KEY} admin\n{WRONG_KEY} read\n": "both admin and read",
+           '{"keys": [{"key": "%s"}]}' % WRONG_KEY: "entry #1", '{"keys": [' + WRONG_KEY: "not valid JSON"}
+    for content, message in bad.items():
+        text.write_text(content)
+        with pytest.raises(security.SecurityConfigError, match=message) as e:
+            security.load_api_keys(text)
+        assert WRONG_KEY not in str(e.value)
+    assert security.load_cluster_secret(value=SECRET) == SECRET
+    assert security.load_cluster_secret() is None
+    with pytest.raises(security.SecurityConfigError, match="at least 16"):
+        security.load_cluster_secret(value="short")
+
+
+def test_roles_and_open_services():
+    auth = security.Authorizer.for_api_keys(security.ApiKeys([(ADMIN_KEY, "admin"), (READ_KEY, "read")]))
+    bearer = lambda k: [("authorization", f"Bearer {k}")]  # noqa: E731
+    assert auth.decide("/grpc.health.v1.Health/Check", None) is None
+    assert auth.decide("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", None) is None
+    for m in ("Search", "GetPoints", "Count", "GetCollection", "ListCollections"):
+        assert auth.decide(f"/quiver.v1.Quiver/{m}", bearer(READ_KEY)) is None
+    for m in ("CreateCollection", "DeleteCollection", "Upsert", "DeletePoints"):
+        assert auth.decide(f"/quiver.v1.Quiver/{m}", bearer(READ_KEY))[0] == grpc.StatusCode.PERMISSION_DENIED
+        assert auth.decide(f"/quiver.v1.Quiver/{m}", bearer(ADMIN_KEY)) is None
+        assert auth.decide(f"/quiver.v1.Quiver/{m}", None)[0] == grpc.StatusCode.UNAUTHENTICATED
+    assert auth.decide("/quiver.v1.Quiver/Search", [("authorization", f"Basic {READ_KEY}")])[0] == \
+        grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_no_auth_is_logged_once(caplog):
+    security._logged_open.discard("test-role")
+    with caplog.at_level(logging.INFO, logger="quiver.security"):
+        security.log_open_once("test-role", "127.0.0.1:0", "API keys")
+        security.log_open_once("test-role", "127.0.0.1:0", "API keys")
+    msgs = [r for r in caplog.records if "test-role" in r.getMessage()]
+    assert len(msgs) == 1 and msgs[0].levelno == logging.INFO and "loopback" in msgs[0].getMessage()
+    assert security.is_loopback("localhost:6334") and security.is_loopback("[::1]:1")
+    assert not security.is_loopback("0.0.0.0:6334")
+
+
+def test_cli_refuses_a_bad_key_file_without_echoing_it(tmp_path):
+    from click.testing import CliRunner
+
+    from quiver.cli import main
+
+    keys = tmp_path / "keys"
+    keys.write_text(f"{WRONG_KEY} superuser\n")
+    r = CliRunner().invoke(main, ["coordinator", "--data-dir", str(tmp_path / "d"), "--shard-nodes", "x:1",
+                                  "--api-keys-file", str(keys)])
+    assert r.exit_code == 2 and "role must be" in r.output and WRONG_KEY not in r.output
+    r = CliRunner().invoke(main, ["coordinator", "--data-dir", str(tmp_path / "d"), "--shard-nodes", "x:1",
+                                  "--tls-cert", str(keys)])
+    assert r.exit_code == 2 and "go together" in r.output
