@@ -36,8 +36,32 @@ _ERROR_BY_STATUS: dict[grpc.StatusCode, type[E.QuiverError]] = {
 }
 
 
+#: Longest status message a server sends, in UTF-8 bytes. The message travels in
+#: the grpc-message trailer, percent-encoded; past the client's metadata limit
+#: (8-16 KiB) the client gets RESOURCE_EXHAUSTED "Stream removed" instead of the
+#: real status, e.g. for a message quoting a 100,000-character collection name.
+MAX_MESSAGE_BYTES = 1000
+
+
 def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     """The status and message a server answers with when ``exc`` escapes a handler."""
+    code, message = _status_for(exc)
+    return code, clip_message(message)
+
+
+def clip_message(message: str, limit: int = MAX_MESSAGE_BYTES) -> str:
+    """``message`` cut in the middle to at most ``limit`` UTF-8 bytes (the end usually
+    says what to change, e.g. "... is invalid: use 1 to 64 of A-Z a-z 0-9 _ -")."""
+    raw = message.encode("utf-8", "replace")
+    if len(raw) <= limit:
+        return message
+    half = (limit - 40) // 2
+    head = raw[:half].decode("utf-8", "ignore")
+    tail = raw[-half:].decode("utf-8", "ignore")
+    return f"{head} ...({len(message) - len(head) - len(tail)} characters cut)... {tail}"
+
+
+def _status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     for cls in type(exc).__mro__:
         code = STATUS_BY_ERROR.get(cls)
         if code is not None:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import logging
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -33,6 +35,17 @@ log = logging.getLogger("quiver.coordinator")
 #: without them and fetch the winners' afterwards (one more round trip, but
 #: payloads and vectors of losing candidates never travel).
 INLINE_FETCH_FACTOR = 2
+
+#: Deepest nesting of objects and arrays a payload may have. Deeper documents are
+#: refused with INVALID_ARGUMENT: they are never data anyone needs, and around
+#: 1,000 levels Python's JSON parser and serializer hit the recursion limit.
+MAX_PAYLOAD_DEPTH = 64
+
+#: What valid JSON text may hold that a shard cannot store: a UTF-16 surrogate
+#: escape (\ud800-\udfff; a lone one is not a Unicode character) or a number
+#: that overflows float64 to Infinity (1e400). Only payloads matching this (rare:
+#: a digit before e/E, or 300 digits in a row) pay for the re-encoding check.
+_SUSPECT_PAYLOAD = re.compile(rb"\\u[dD][89a-fA-F]|[0-9][eE]|[0-9]{300}")
 
 
 @dataclass
@@ -80,6 +93,43 @@ class CollectionStatus:
             if r.stats is not None:
                 seen.setdefault(r.shard_id, r.stats["points"])
         return sum(seen.values())
+
+
+def _parse_payload(b: bytes, i: int) -> dict | None:
+    """``decode_payload`` plus what every shard must be able to store, checked here so a
+    batch is refused whole: nesting at most MAX_PAYLOAD_DEPTH levels, strings that are
+    valid Unicode (a lone surrogate would make the point's payload unencodable on every
+    read) and finite numbers (a shard refuses Infinity: only its part would be lost)."""
+    try:
+        p = decode_payload(b, i)
+    except RecursionError:  # the parser's own recursion limit, far above ours
+        raise InvalidArgument(f"payload of point {i} is nested deeper than {MAX_PAYLOAD_DEPTH} levels") from None
+    if p is None:
+        return None
+    if b.count(b"[") + b.count(b"{") > MAX_PAYLOAD_DEPTH and _depth_exceeds(p, MAX_PAYLOAD_DEPTH):
+        raise InvalidArgument(f"payload of point {i} is nested deeper than {MAX_PAYLOAD_DEPTH} levels")
+    if _SUSPECT_PAYLOAD.search(b):
+        try:
+            json.dumps(p, allow_nan=False, ensure_ascii=False).encode()
+        except UnicodeEncodeError:
+            raise InvalidArgument(f"payload of point {i} holds a lone UTF-16 surrogate escape (\\ud800-\\udfff), "
+                                  "which is not a Unicode character") from None
+        except ValueError:
+            raise InvalidArgument(f"payload of point {i} holds a number too large for a float64 "
+                                  "(it would be Infinity, which is not JSON)") from None
+    return p
+
+
+def _depth_exceeds(value, limit: int) -> bool:
+    """True if ``value`` (parsed JSON) nests objects and arrays more than ``limit`` deep (no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if d > limit:
+            return True
+        children = v.values() if isinstance(v, dict) else v
+        stack.extend((c, d + 1) for c in children if isinstance(c, (dict, list)))
+    return False
 
 
 class Coordinator:
@@ -238,7 +288,7 @@ class Coordinator:
             payloads = [b""] * n
         out = list(payloads)
         for i, b in enumerate(payloads):
-            p = decode_payload(b, i)
+            p = _parse_payload(b, i)
             if p is not None and UUID_PAYLOAD_KEY in p:
                 raise InvalidArgument(f"payload of point {i} uses the reserved key {UUID_PAYLOAD_KEY!r}")
             if ids.uuids is not None and ids.uuids[i]:
