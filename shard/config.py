@@ -24,6 +24,8 @@ MAX_OVERSAMPLING = 16.0
 #: Largest ``limit`` a search accepts, so ``limit * oversampling`` stays bounded.
 MAX_LIMIT = 10_000
 MAX_DIMENSION = 65_536
+#: binary codes rotate by a dense D x d float32 matrix: 4096 dims is 64 MiB (96 at 1.5 bits)
+MAX_BINARY_DIMENSION = 4096
 
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
@@ -111,6 +113,10 @@ class CollectionConfig:
         if not isinstance(self.dim, int) or not (1 <= self.dim <= MAX_DIMENSION):
             raise InvalidArgument(f"dimension must be an integer in [1, {MAX_DIMENSION}], got {self.dim!r}")
         _choice("distance", self.distance, DISTANCES)
+        if self.quantization.kind == "binary" and self.dim > MAX_BINARY_DIMENSION:
+            raise InvalidArgument(
+                f"binary quantization supports up to {MAX_BINARY_DIMENSION} dimensions (its random rotation "
+                f"is a dense d x d matrix), got {self.dim}; use scalar or product quantization")
 
     def to_dict(self) -> dict:
         return asdict(self)

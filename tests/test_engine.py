@@ -191,6 +191,7 @@ def test_rejected_batch_writes_nothing(engine, vectors, ids, payloads, match):
     {"quantization": {"kind": "product", "compression": "x3"}},
     {"quantization": {"kind": "scalar", "quantile": 0.1}},
     {"dim": 0},
+    {"dim": 8192, "quantization": {"kind": "binary"}},
 ])
 def test_config_rejects_unknown_options(bad):
     d = {"dim": 8, **bad}
