@@ -123,7 +123,10 @@ def cluster_helpers():
 
 @pytest.fixture(scope="module")
 def coordinator(shard_nodes, tmp_path_factory):
-    handle = CoordinatorHandle(tmp_path_factory.mktemp("coordinator"), [n.address for n in shard_nodes])
+    # a generous shard deadline: on a fresh clone the first search in each shard
+    # node compiles the numba kernels (cache=True makes that once per machine)
+    handle = CoordinatorHandle(tmp_path_factory.mktemp("coordinator"), [n.address for n in shard_nodes],
+                               shard_timeout=60.0)
     yield handle
     handle.close()
 
@@ -135,3 +138,31 @@ def client(coordinator):
     c = Client(coordinator.address, timeout=120)
     yield c
     c.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def warm_numba_cache(tmp_path_factory):
+    """Compile every engine kernel once, up front, into numba's on-disk cache.
+
+    Shard-node processes started by the tests then load the kernels instead of
+    compiling them inside a search call's deadline (on a fresh clone the first
+    compile takes seconds per kernel).
+    """
+    import numpy as np
+
+    from shard.config import CollectionConfig, IndexConfig, QuantizationConfig
+    from shard.engine import ShardEngine
+
+    root = tmp_path_factory.mktemp("warm")
+    x = np.random.default_rng(0).standard_normal((300, 16)).astype(np.float32)
+    for i, kind in enumerate(("binary", "scalar", "product", "none")):
+        eng = ShardEngine.create(str(root / str(i)), CollectionConfig(
+            dim=16, quantization=QuantizationConfig(kind=kind, compression="x8"),
+            index=IndexConfig(full_scan_threshold=100)))
+        eng.upsert(np.arange(300), x, [{"i": 1}] * 300)
+        eng.search_batch(x[:2], 5, 2.0, with_payload=True, with_vector=True)
+        eng.search(x[0], 5, 2.0, rescore=False)
+        eng.search(x[0], 5, ignore=True)
+        eng.search(x[0], 5, exact=True)
+        eng.delete([1])
+        eng.close()
