@@ -132,6 +132,23 @@ def coordinator(shard_nodes, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def channel(coordinator):
+    """A raw channel to the module's coordinator, for requests the typed client would refuse."""
+    import grpc
+
+    ch = grpc.insecure_channel(coordinator.address)
+    yield ch
+    ch.close()
+
+
+@pytest.fixture(scope="module")
+def stub(channel):
+    from quiver.v1 import quiver_pb2_grpc
+
+    return quiver_pb2_grpc.QuiverStub(channel)
+
+
+@pytest.fixture(scope="module")
 def client(coordinator):
     from quiver.client import Client
 

@@ -25,7 +25,7 @@ import grpc
 import numpy as np
 import pytest
 
-from quiver.v1 import common_pb2, quiver_pb2 as pb, quiver_pb2_grpc
+from quiver.v1 import common_pb2, quiver_pb2 as pb
 
 DIM = 8
 N = 40
@@ -44,18 +44,6 @@ def coordinator(shard_nodes, tmp_path_factory, cluster_helpers):
                         server_kw={"max_message_mb": MAX_MESSAGE_MB}, max_message_bytes=MAX_MESSAGE_MB << 20)
     yield handle
     handle.close()
-
-
-@pytest.fixture(scope="module")
-def channel(coordinator):
-    ch = grpc.insecure_channel(coordinator.address)
-    yield ch
-    ch.close()
-
-
-@pytest.fixture(scope="module")
-def stub(channel):
-    return quiver_pb2_grpc.QuiverStub(channel)
 
 
 def _vec(rows: int, dim: int = DIM, fill: float | None = None) -> common_pb2.Vectors:

@@ -26,7 +26,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from quiver.v1 import common_pb2, quiver_pb2 as pb, quiver_pb2_grpc
+from quiver.v1 import common_pb2, quiver_pb2 as pb
 
 DIM = 8
 N = 60
@@ -38,18 +38,6 @@ BUDGET_S = float(os.environ.get("QUIVER_FUZZ_BUDGET_S", 35.0))
 DERANDOMIZE = os.environ.get("QUIVER_FUZZ_RANDOM") != "1"
 U32 = 2**32 - 1
 U64 = 2**64 - 1
-
-
-@pytest.fixture(scope="module")
-def channel(coordinator):
-    ch = grpc.insecure_channel(coordinator.address)
-    yield ch
-    ch.close()
-
-
-@pytest.fixture(scope="module")
-def stub(channel):
-    return quiver_pb2_grpc.QuiverStub(channel)
 
 
 @pytest.fixture(scope="module")
