@@ -56,14 +56,70 @@ def _server_options(max_message_bytes: int) -> list[tuple[str, int]]:
     ]
 
 
+class _Undecodable:
+    """What a guarded deserializer returns for bytes that are not the method's message."""
+
+    def __init__(self, error: Exception):
+        self.error = error
+
+
+def _guarded(handler, aio: bool):
+    """``handler`` with a deserializer that never raises: undecodable request bytes
+    (corrupt protobuf, invalid UTF-8 in a string field) become INVALID_ARGUMENT
+    instead of the UNKNOWN gRPC answers when a deserializer raises."""
+    if handler is None or handler.request_streaming or handler.request_deserializer is None:
+        return handler
+    decode = handler.request_deserializer
+
+    def safe(data: bytes):
+        try:
+            return decode(data)
+        except Exception as e:  # protobuf raises DecodeError, or ValueError/UnicodeDecodeError
+            return _Undecodable(e)
+
+    inner = handler.unary_stream if handler.response_streaming else handler.unary_unary
+    message = "the request could not be parsed as this method's protobuf message ({})"
+    if aio and inspect.iscoroutinefunction(inner):
+        async def behaviour(request, context):
+            if isinstance(request, _Undecodable):
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, message.format(request.error))
+            return await inner(request, context)
+    elif aio and inspect.isasyncgenfunction(inner):
+        async def behaviour(request, context):
+            if isinstance(request, _Undecodable):
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, message.format(request.error))
+            async for item in inner(request, context):
+                yield item
+    else:
+        def behaviour(request, context):
+            if isinstance(request, _Undecodable):
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, message.format(request.error))
+            return inner(request, context)
+    make = grpc.unary_stream_rpc_method_handler if handler.response_streaming else grpc.unary_unary_rpc_method_handler
+    return make(behaviour, request_deserializer=safe, response_serializer=handler.response_serializer)
+
+
+class _DecodeGuard(grpc.ServerInterceptor):
+    def intercept_service(self, continuation, handler_call_details):
+        return _guarded(continuation(handler_call_details), aio=False)
+
+
+class _AioDecodeGuard(grpc.aio.ServerInterceptor):
+    async def intercept_service(self, continuation, handler_call_details):
+        return _guarded(await continuation(handler_call_details), aio=True)
+
+
 def new_server(max_message_bytes: int, interceptors=None) -> grpc.aio.Server:
-    """``interceptors``: e.g. the authorizer's (``quiver.security``); none = every call goes straight through."""
-    return grpc.aio.server(options=_server_options(max_message_bytes), interceptors=interceptors or None)
+    """``interceptors``: e.g. the authorizer's (``quiver.security``); the decode
+    guard always runs innermost, so authorisation is decided first."""
+    return grpc.aio.server(options=_server_options(max_message_bytes),
+                           interceptors=list(interceptors or []) + [_AioDecodeGuard()])
 
 
 def new_thread_server(max_message_bytes: int, workers: int, interceptors=None) -> grpc.Server:
     return grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rpc"),
-                       options=_server_options(max_message_bytes), interceptors=interceptors or None)
+                       options=_server_options(max_message_bytes),
+                       interceptors=list(interceptors or []) + [_DecodeGuard()])
 
 
 def bind(server, address: str, credentials: grpc.ServerCredentials | None = None) -> int:

@@ -146,10 +146,6 @@ def _payload(p: bytes) -> pb.UpsertRequest:
 
 
 IA = "INVALID_ARGUMENT"
-#: Undecodable request bytes fail inside gRPC's generated deserializer, before the
-#: servicer's error table sees them: the client gets UNKNOWN. The fix belongs with
-#: the servers' registration (quiver/serving.py, coordinator/server.py).
-KNOWN_GAP = "known gap: answered UNKNOWN by gRPC's deserializer, should be INVALID_ARGUMENT"
 CASES = [
     # vectors
     Case("upsert wrong dimension (7 for 8)", "Upsert", _upsert(vectors=_vec(1, 7)), IA, r"dimension is 7.*has 8"),
@@ -298,9 +294,9 @@ CASES = [
         ("Search", pb.SearchRequest(collection="nope", vectors=_vec(1), limit=1)),
     ]],
     # bytes that are not a request: gRPC's deserializer refuses them before any handler runs
-    Case("corrupt protobuf bytes", "Count", b"\xff\xff\xff", IA, r"parsing|corrupt", note=KNOWN_GAP),
+    Case("corrupt protobuf bytes", "Count", b"\xff\xff\xff", IA, r"could not be parsed"),
     Case("invalid UTF-8 in the collection name (a proto string)", "Count", b"\x0a\x02\xff\xfe", IA,
-         r"UTF-8", note=KNOWN_GAP),
+         r"could not be parsed"),
     # size limit
     Case(f"upsert over the {MAX_MESSAGE_MB} MiB message limit", "Upsert",
          _upsert(ids=_ids(*range(40_000)), vectors=_vec(40_000, 32)), "RESOURCE_EXHAUSTED",
@@ -334,8 +330,7 @@ def test_typed_messages_cannot_express_negative_or_oversized_unsigned_fields():
 
 
 def _param(c: Case):
-    marks = [pytest.mark.xfail(reason=c.note, strict=False)] if c.note == KNOWN_GAP else []
-    return pytest.param(c, id=c.name, marks=marks)
+    return pytest.param(c, id=c.name)
 
 
 @pytest.mark.parametrize("case", [_param(c) for c in CASES])
@@ -427,8 +422,8 @@ def write_reliability(path: Path) -> None:
         "`coordinator/service.py`). `offset` and `limit` are `uint32`: a typed client cannot send -1, and a "
         "64-bit -1 on the wire arrives as 4294967295. Repeated ids in one batch are not an error: the last "
         "occurrence wins (`test_duplicate_ids_in_one_batch_last_wins`). `tests/test_fuzz.py` throws random "
-        "requests of the same kinds and checks that none gets INTERNAL or UNKNOWN (random request *bytes* "
-        "excepted: rows 'corrupt protobuf bytes' and 'invalid UTF-8', a known gap) and the cluster keeps serving.",
+        "requests of the same kinds, and random request bytes, and checks that none gets INTERNAL or UNKNOWN "
+        "and the cluster keeps serving.",
         "",
         "| # | input | RPC | status | message | data lost |",
         "| --- | --- | --- | --- | --- | --- |",
@@ -453,9 +448,9 @@ def write_reliability(path: Path) -> None:
         "- A status message quoting a 100,000-character collection name overflowed the client's metadata "
         "limit: the client saw RESOURCE_EXHAUSTED \"Stream removed\" instead of INVALID_ARGUMENT / NOT_FOUND. "
         "Messages are now cut in the middle to 1,000 bytes (`coordinator/errors.py`).",
-        "",
-        "Not fixed here: undecodable request bytes get UNKNOWN from gRPC's deserializer (rows marked known gap); "
-        "the fix belongs in the servers' registration (`quiver/serving.py`).",
+        "- Request bytes that are not the method's protobuf message (corrupt, or invalid UTF-8 in a string "
+        "field) failed inside gRPC's deserializer and came back UNKNOWN. Every server now guards its "
+        "deserializers (`quiver/serving.py`): INVALID_ARGUMENT.",
     ]
     path.write_text("\n".join(lines) + "\n")
 
