@@ -17,6 +17,7 @@ import json
 import os
 import shlex
 import shutil
+import secrets
 import signal
 import subprocess
 import sys
@@ -334,11 +335,22 @@ def test_dev_overlay_runs_as_local_processes(tmp_path):
 
     objs = render("dev")
     base_env = {k: v for k, v in child_env().items() if not k.startswith("QUIVER_")}
+    # the Secrets the manifests mount, as files here (the same paths under tmp_path/etc)
+    admin_key = secrets.token_hex(16)
+    etc = tmp_path / "etc"
+    (etc / "cluster").mkdir(parents=True)
+    (etc / "cluster" / "secret").write_text(secrets.token_hex(32) + "\n")
+    (etc / "api-keys").mkdir()
+    (etc / "api-keys" / "keys.txt").write_text(f"{admin_key} admin\n")
     procs: dict[str, tuple[subprocess.Popen, Path, dict]] = {}  # pod name -> (process, log, container)
 
     def start(pod: str, w: dict, c: dict, **rewrite: str) -> None:
         role_of(w, c)  # command == ["quiver"], args == [role]
         env = container_env(objs, c)
+        for k, v in env.items():
+            if v.startswith("/etc/quiver/"):  # a mounted Secret: it must be mounted, and here it is a file
+                assert any(v.startswith(m["mountPath"] + "/") for m in c.get("volumeMounts", [])), (pod, k, v)
+                env[k] = str(etc / v[len("/etc/quiver/"):])
         env.update(QUIVER_LISTEN="127.0.0.1:0", QUIVER_DATA_DIR=str(tmp_path / pod),
                    QUIVER_PORT_FILE=str(tmp_path / f"{pod}.port"), **rewrite)
         if "QUIVER_METRICS_PORT" in env:
@@ -380,12 +392,16 @@ def test_dev_overlay_runs_as_local_processes(tmp_path):
 
         rng = np.random.default_rng(5)
         x = rng.standard_normal((64, 24)).astype(np.float32)
-        with Client(f"127.0.0.1:{info['coordinator']['port']}", timeout=60) as client:
+        with Client(f"127.0.0.1:{info['coordinator']['port']}", timeout=60, api_key=admin_key) as client:
             client.create_collection("deployed", 24, "cosine", quantization="scalar", shard_number=0)
             client.upsert("deployed", np.arange(64, dtype=np.uint64), x, [{"i": i} for i in range(64)])
             assert client.count("deployed") == 64
             hits = client.search("deployed", x[7], limit=3, with_payload=True)
         assert hits.ids[0] == 7 and hits.payloads[0] == {"i": 7}
+        from shard.errors import Unauthenticated
+        with Client(f"127.0.0.1:{info['coordinator']['port']}", timeout=30) as anonymous:
+            with pytest.raises(Unauthenticated):  # the manifests turn API keys on
+                anonymous.count("deployed")
         assert hits.shards_answered == hits.shards_total == len(listed)
         for pod in procs:
             url = f"http://127.0.0.1:{info[pod]['metrics_port']}/metrics"
