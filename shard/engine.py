@@ -88,8 +88,6 @@ class _Index:
         self.quantizer = quantizer
         self.trained_n = trained_n
         self.nlist = len(self.centroids)
-        if quantizer is not None:
-            quantizer.set_centroids(self.centroids)
 
 
 def _encode_payloads(payloads, n: int) -> list[bytes | None] | None:

@@ -44,7 +44,6 @@ def test_scan_kernel_matches_reference(name, make, dim, use_sqnorm, compacted):
     lists = ivf.assign(x, centroids)
     quant = make(dim)
     quant.fit(x - centroids[lists])
-    quant.set_centroids(centroids)
     codes, factors = quant.encode(x - centroids[lists], centroids[lists])
     store = CodeStore(quant.code_width, quant.code_dtype, quant.n_factors, len(centroids),
                       column_major=getattr(quant, "column_major", False))

@@ -37,7 +37,6 @@ def test_binary_estimator_error_bound(seed, dim, encoding):
     bq.fit(None)
     r = rng.standard_normal((200, dim)).astype(np.float32)
     c = np.zeros((1, dim), np.float32)
-    bq.set_centroids(c)
     codes, factors = bq.encode(r, np.zeros_like(r))
     v = rng.standard_normal((1, dim)).astype(np.float32)
     est = bq.reference_scores(v, np.zeros(200, np.int64), c, codes, factors)[0]

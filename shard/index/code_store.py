@@ -136,10 +136,6 @@ class CodeStore:
         return found
 
     # -- reads ----------------------------------------------------------
-    def contains(self, ids) -> np.ndarray:
-        keys = np.ascontiguousarray(ids, np.uint64).view(np.int64)
-        return idmap_get(self.idmap, keys) >= 0
-
     def layout(self):
         """(offsets, members, list_sizes) of the current lists, rebuilt if stale."""
         lay = self._layout

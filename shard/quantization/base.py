@@ -33,9 +33,6 @@ class Quantizer(Protocol):
         """Codes (n, code_width) and factors (n, n_factors) float32 of residuals
         (n, d) whose list centroids are the rows of ``centroids`` (n, d)."""
 
-    def set_centroids(self, centroids: np.ndarray) -> None:
-        """Called when the list centroids (nlist, d) change."""
-
     def prepare(self, queries: np.ndarray) -> tuple[object, np.ndarray]:
         """Per-query state for ``scan`` and the per-query constant (m,) float32
         added to every list's ``<c_l, q>``."""

@@ -74,9 +74,6 @@ class BinaryQuantizer:
         q *= np.sign(np.diag(r))[None, :]
         self.rotation = np.ascontiguousarray(q, np.float32)
 
-    def set_centroids(self, centroids: np.ndarray) -> None:
-        pass
-
     # -- encoding -------------------------------------------------------
     def _level_index(self, up: np.ndarray) -> np.ndarray:
         """Level index k (n, D) uint8 of rotated unit residuals up (n, D)."""

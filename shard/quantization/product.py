@@ -61,9 +61,6 @@ class ProductQuantizer:
         codes = pq_assign(self._pad(residuals), self.codebooks)
         return codes, np.zeros((len(codes), 0), np.float32)
 
-    def set_centroids(self, centroids) -> None:
-        pass
-
     def prepare(self, queries):
         lut = product_luts(self._pad(queries), self.codebooks)
         return lut, np.zeros(len(queries), np.float32)

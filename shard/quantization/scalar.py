@@ -43,9 +43,6 @@ class ScalarQuantizer:
         codes = np.clip(q, 0, 255).astype(np.uint8)
         return codes, np.zeros((len(codes), 0), np.float32)
 
-    def set_centroids(self, centroids) -> None:
-        pass
-
     def prepare(self, queries):
         qs = np.ascontiguousarray(queries * self.step, np.float32)
         return qs, (queries @ self.lo).astype(np.float32)

@@ -158,10 +158,6 @@ class LmdbVectorStore:
         db = self.payloads
         return [txn.get(k, db=db) for k in id_keys(ids)]
 
-    def count(self) -> int:
-        with self.env.begin() as txn:
-            return txn.stat(self.vectors)["entries"]
-
     def iter_vectors(self, chunk: int = 8192) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """All (ids, vectors) in id order, ``chunk`` points at a time, in one read snapshot."""
         with self.env.begin() as txn:
