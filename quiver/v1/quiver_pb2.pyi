@@ -113,7 +113,7 @@ class IndexConfig(_message.Message):
     def __init__(self, full_scan_threshold: _Optional[int] = ..., nlist: _Optional[int] = ..., nprobe: _Optional[int] = ..., train_sample: _Optional[int] = ..., retrain_growth: _Optional[float] = ..., scan_factor: _Optional[int] = ...) -> None: ...
 
 class CreateCollectionRequest(_message.Message):
-    __slots__ = ("name", "dimension", "distance", "quantization", "index", "shard_number", "replication_factor")
+    __slots__ = ("name", "dimension", "distance", "quantization", "index", "shard_number", "replication_factor", "write_consistency")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DIMENSION_FIELD_NUMBER: _ClassVar[int]
     DISTANCE_FIELD_NUMBER: _ClassVar[int]
@@ -121,6 +121,7 @@ class CreateCollectionRequest(_message.Message):
     INDEX_FIELD_NUMBER: _ClassVar[int]
     SHARD_NUMBER_FIELD_NUMBER: _ClassVar[int]
     REPLICATION_FACTOR_FIELD_NUMBER: _ClassVar[int]
+    WRITE_CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
     name: str
     dimension: int
     distance: Distance
@@ -128,7 +129,8 @@ class CreateCollectionRequest(_message.Message):
     index: IndexConfig
     shard_number: int
     replication_factor: int
-    def __init__(self, name: _Optional[str] = ..., dimension: _Optional[int] = ..., distance: _Optional[_Union[Distance, str]] = ..., quantization: _Optional[_Union[QuantizationConfig, _Mapping]] = ..., index: _Optional[_Union[IndexConfig, _Mapping]] = ..., shard_number: _Optional[int] = ..., replication_factor: _Optional[int] = ...) -> None: ...
+    write_consistency: int
+    def __init__(self, name: _Optional[str] = ..., dimension: _Optional[int] = ..., distance: _Optional[_Union[Distance, str]] = ..., quantization: _Optional[_Union[QuantizationConfig, _Mapping]] = ..., index: _Optional[_Union[IndexConfig, _Mapping]] = ..., shard_number: _Optional[int] = ..., replication_factor: _Optional[int] = ..., write_consistency: _Optional[int] = ...) -> None: ...
 
 class GetCollectionRequest(_message.Message):
     __slots__ = ("name",)
@@ -157,7 +159,7 @@ class DeleteCollectionResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class ShardReplicaInfo(_message.Message):
-    __slots__ = ("shard_id", "node", "available", "error", "points_count", "ram_bytes", "disk_bytes", "originals_read", "searches")
+    __slots__ = ("shard_id", "node", "available", "error", "points_count", "ram_bytes", "disk_bytes", "originals_read", "searches", "state")
     SHARD_ID_FIELD_NUMBER: _ClassVar[int]
     NODE_FIELD_NUMBER: _ClassVar[int]
     AVAILABLE_FIELD_NUMBER: _ClassVar[int]
@@ -167,6 +169,7 @@ class ShardReplicaInfo(_message.Message):
     DISK_BYTES_FIELD_NUMBER: _ClassVar[int]
     ORIGINALS_READ_FIELD_NUMBER: _ClassVar[int]
     SEARCHES_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
     shard_id: int
     node: str
     available: bool
@@ -176,10 +179,11 @@ class ShardReplicaInfo(_message.Message):
     disk_bytes: int
     originals_read: int
     searches: int
-    def __init__(self, shard_id: _Optional[int] = ..., node: _Optional[str] = ..., available: _Optional[bool] = ..., error: _Optional[str] = ..., points_count: _Optional[int] = ..., ram_bytes: _Optional[int] = ..., disk_bytes: _Optional[int] = ..., originals_read: _Optional[int] = ..., searches: _Optional[int] = ...) -> None: ...
+    state: str
+    def __init__(self, shard_id: _Optional[int] = ..., node: _Optional[str] = ..., available: _Optional[bool] = ..., error: _Optional[str] = ..., points_count: _Optional[int] = ..., ram_bytes: _Optional[int] = ..., disk_bytes: _Optional[int] = ..., originals_read: _Optional[int] = ..., searches: _Optional[int] = ..., state: _Optional[str] = ...) -> None: ...
 
 class CollectionInfo(_message.Message):
-    __slots__ = ("name", "dimension", "distance", "quantization", "index", "shard_number", "replication_factor", "status", "points_count", "shards")
+    __slots__ = ("name", "dimension", "distance", "quantization", "index", "shard_number", "replication_factor", "status", "points_count", "shards", "write_consistency")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DIMENSION_FIELD_NUMBER: _ClassVar[int]
     DISTANCE_FIELD_NUMBER: _ClassVar[int]
@@ -190,6 +194,7 @@ class CollectionInfo(_message.Message):
     STATUS_FIELD_NUMBER: _ClassVar[int]
     POINTS_COUNT_FIELD_NUMBER: _ClassVar[int]
     SHARDS_FIELD_NUMBER: _ClassVar[int]
+    WRITE_CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
     name: str
     dimension: int
     distance: Distance
@@ -200,7 +205,8 @@ class CollectionInfo(_message.Message):
     status: CollectionStatus
     points_count: int
     shards: _containers.RepeatedCompositeFieldContainer[ShardReplicaInfo]
-    def __init__(self, name: _Optional[str] = ..., dimension: _Optional[int] = ..., distance: _Optional[_Union[Distance, str]] = ..., quantization: _Optional[_Union[QuantizationConfig, _Mapping]] = ..., index: _Optional[_Union[IndexConfig, _Mapping]] = ..., shard_number: _Optional[int] = ..., replication_factor: _Optional[int] = ..., status: _Optional[_Union[CollectionStatus, str]] = ..., points_count: _Optional[int] = ..., shards: _Optional[_Iterable[_Union[ShardReplicaInfo, _Mapping]]] = ...) -> None: ...
+    write_consistency: int
+    def __init__(self, name: _Optional[str] = ..., dimension: _Optional[int] = ..., distance: _Optional[_Union[Distance, str]] = ..., quantization: _Optional[_Union[QuantizationConfig, _Mapping]] = ..., index: _Optional[_Union[IndexConfig, _Mapping]] = ..., shard_number: _Optional[int] = ..., replication_factor: _Optional[int] = ..., status: _Optional[_Union[CollectionStatus, str]] = ..., points_count: _Optional[int] = ..., shards: _Optional[_Iterable[_Union[ShardReplicaInfo, _Mapping]]] = ..., write_consistency: _Optional[int] = ...) -> None: ...
 
 class PointIds(_message.Message):
     __slots__ = ("num", "uuid")

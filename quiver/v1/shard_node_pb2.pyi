@@ -156,3 +156,81 @@ class ShardSearchResponse(_message.Message):
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[ShardPoints]
     def __init__(self, results: _Optional[_Iterable[_Union[ShardPoints, _Mapping]]] = ...) -> None: ...
+
+class ExportShardRequest(_message.Message):
+    __slots__ = ("shard", "batch_size")
+    SHARD_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    shard: ShardRef
+    batch_size: int
+    def __init__(self, shard: _Optional[_Union[ShardRef, _Mapping]] = ..., batch_size: _Optional[int] = ...) -> None: ...
+
+class BeginReceiveRequest(_message.Message):
+    __slots__ = ("shard", "config_json", "token", "replace")
+    SHARD_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_JSON_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    REPLACE_FIELD_NUMBER: _ClassVar[int]
+    shard: ShardRef
+    config_json: str
+    token: str
+    replace: bool
+    def __init__(self, shard: _Optional[_Union[ShardRef, _Mapping]] = ..., config_json: _Optional[str] = ..., token: _Optional[str] = ..., replace: _Optional[bool] = ...) -> None: ...
+
+class BeginReceiveResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ImportPointsRequest(_message.Message):
+    __slots__ = ("shard", "token", "points")
+    SHARD_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    shard: ShardRef
+    token: str
+    points: ShardPoints
+    def __init__(self, shard: _Optional[_Union[ShardRef, _Mapping]] = ..., token: _Optional[str] = ..., points: _Optional[_Union[ShardPoints, _Mapping]] = ...) -> None: ...
+
+class ImportPointsResponse(_message.Message):
+    __slots__ = ("imported", "skipped")
+    IMPORTED_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    imported: int
+    skipped: int
+    def __init__(self, imported: _Optional[int] = ..., skipped: _Optional[int] = ...) -> None: ...
+
+class EndReceiveRequest(_message.Message):
+    __slots__ = ("shard", "token")
+    SHARD_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    shard: ShardRef
+    token: str
+    def __init__(self, shard: _Optional[_Union[ShardRef, _Mapping]] = ..., token: _Optional[str] = ...) -> None: ...
+
+class EndReceiveResponse(_message.Message):
+    __slots__ = ("points",)
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    points: int
+    def __init__(self, points: _Optional[int] = ...) -> None: ...
+
+class SnapshotChunk(_message.Message):
+    __slots__ = ("shard", "config_json", "data", "sha256", "size", "points")
+    SHARD_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_JSON_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    shard: ShardRef
+    config_json: str
+    data: bytes
+    sha256: str
+    size: int
+    points: int
+    def __init__(self, shard: _Optional[_Union[ShardRef, _Mapping]] = ..., config_json: _Optional[str] = ..., data: _Optional[bytes] = ..., sha256: _Optional[str] = ..., size: _Optional[int] = ..., points: _Optional[int] = ...) -> None: ...
+
+class RestoreShardResponse(_message.Message):
+    __slots__ = ("points",)
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    points: int
+    def __init__(self, points: _Optional[int] = ...) -> None: ...

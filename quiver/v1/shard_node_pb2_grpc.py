@@ -79,6 +79,36 @@ class ShardNodeStub:
                 request_serializer=quiver_dot_v1_dot_shard__node__pb2.ShardRef.SerializeToString,
                 response_deserializer=quiver_dot_v1_dot_shard__node__pb2.ShardStats.FromString,
                 _registered_method=True)
+        self.ExportShard = channel.unary_stream(
+                '/quiver.v1.ShardNode/ExportShard',
+                request_serializer=quiver_dot_v1_dot_shard__node__pb2.ExportShardRequest.SerializeToString,
+                response_deserializer=quiver_dot_v1_dot_shard__node__pb2.ShardPoints.FromString,
+                _registered_method=True)
+        self.BeginReceive = channel.unary_unary(
+                '/quiver.v1.ShardNode/BeginReceive',
+                request_serializer=quiver_dot_v1_dot_shard__node__pb2.BeginReceiveRequest.SerializeToString,
+                response_deserializer=quiver_dot_v1_dot_shard__node__pb2.BeginReceiveResponse.FromString,
+                _registered_method=True)
+        self.ImportPoints = channel.unary_unary(
+                '/quiver.v1.ShardNode/ImportPoints',
+                request_serializer=quiver_dot_v1_dot_shard__node__pb2.ImportPointsRequest.SerializeToString,
+                response_deserializer=quiver_dot_v1_dot_shard__node__pb2.ImportPointsResponse.FromString,
+                _registered_method=True)
+        self.EndReceive = channel.unary_unary(
+                '/quiver.v1.ShardNode/EndReceive',
+                request_serializer=quiver_dot_v1_dot_shard__node__pb2.EndReceiveRequest.SerializeToString,
+                response_deserializer=quiver_dot_v1_dot_shard__node__pb2.EndReceiveResponse.FromString,
+                _registered_method=True)
+        self.SnapshotShard = channel.unary_stream(
+                '/quiver.v1.ShardNode/SnapshotShard',
+                request_serializer=quiver_dot_v1_dot_shard__node__pb2.ShardRef.SerializeToString,
+                response_deserializer=quiver_dot_v1_dot_shard__node__pb2.SnapshotChunk.FromString,
+                _registered_method=True)
+        self.RestoreShard = channel.stream_unary(
+                '/quiver.v1.ShardNode/RestoreShard',
+                request_serializer=quiver_dot_v1_dot_shard__node__pb2.SnapshotChunk.SerializeToString,
+                response_deserializer=quiver_dot_v1_dot_shard__node__pb2.RestoreShardResponse.FromString,
+                _registered_method=True)
 
 
 class ShardNodeServicer:
@@ -138,6 +168,51 @@ class ShardNodeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportShard(self, request, context):
+        """Shard transfer (move, copy, catching a replica up). The coordinator makes
+        the target receive (BeginReceive), then has every live write reach it as
+        well, then streams the source's points (ExportShard) into it
+        (ImportPoints). Points written or deleted live since BeginReceive are
+        newer than the source's copy: ImportPoints skips them. EndReceive ends
+        receive mode once the copy is complete.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BeginReceive(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ImportPoints(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EndReceive(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SnapshotShard(self, request, context):
+        """Snapshots: a consistent copy of the shard's LMDB environment (taken while
+        writes go on), streamed in chunks; RestoreShard replaces (or creates) the
+        shard from such a stream.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RestoreShard(self, request_iterator, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ShardNodeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -185,6 +260,36 @@ def add_ShardNodeServicer_to_server(servicer, server):
                     servicer.Stats,
                     request_deserializer=quiver_dot_v1_dot_shard__node__pb2.ShardRef.FromString,
                     response_serializer=quiver_dot_v1_dot_shard__node__pb2.ShardStats.SerializeToString,
+            ),
+            'ExportShard': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportShard,
+                    request_deserializer=quiver_dot_v1_dot_shard__node__pb2.ExportShardRequest.FromString,
+                    response_serializer=quiver_dot_v1_dot_shard__node__pb2.ShardPoints.SerializeToString,
+            ),
+            'BeginReceive': grpc.unary_unary_rpc_method_handler(
+                    servicer.BeginReceive,
+                    request_deserializer=quiver_dot_v1_dot_shard__node__pb2.BeginReceiveRequest.FromString,
+                    response_serializer=quiver_dot_v1_dot_shard__node__pb2.BeginReceiveResponse.SerializeToString,
+            ),
+            'ImportPoints': grpc.unary_unary_rpc_method_handler(
+                    servicer.ImportPoints,
+                    request_deserializer=quiver_dot_v1_dot_shard__node__pb2.ImportPointsRequest.FromString,
+                    response_serializer=quiver_dot_v1_dot_shard__node__pb2.ImportPointsResponse.SerializeToString,
+            ),
+            'EndReceive': grpc.unary_unary_rpc_method_handler(
+                    servicer.EndReceive,
+                    request_deserializer=quiver_dot_v1_dot_shard__node__pb2.EndReceiveRequest.FromString,
+                    response_serializer=quiver_dot_v1_dot_shard__node__pb2.EndReceiveResponse.SerializeToString,
+            ),
+            'SnapshotShard': grpc.unary_stream_rpc_method_handler(
+                    servicer.SnapshotShard,
+                    request_deserializer=quiver_dot_v1_dot_shard__node__pb2.ShardRef.FromString,
+                    response_serializer=quiver_dot_v1_dot_shard__node__pb2.SnapshotChunk.SerializeToString,
+            ),
+            'RestoreShard': grpc.stream_unary_rpc_method_handler(
+                    servicer.RestoreShard,
+                    request_deserializer=quiver_dot_v1_dot_shard__node__pb2.SnapshotChunk.FromString,
+                    response_serializer=quiver_dot_v1_dot_shard__node__pb2.RestoreShardResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -430,6 +535,168 @@ class ShardNode:
             '/quiver.v1.ShardNode/Stats',
             quiver_dot_v1_dot_shard__node__pb2.ShardRef.SerializeToString,
             quiver_dot_v1_dot_shard__node__pb2.ShardStats.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportShard(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/quiver.v1.ShardNode/ExportShard',
+            quiver_dot_v1_dot_shard__node__pb2.ExportShardRequest.SerializeToString,
+            quiver_dot_v1_dot_shard__node__pb2.ShardPoints.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BeginReceive(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quiver.v1.ShardNode/BeginReceive',
+            quiver_dot_v1_dot_shard__node__pb2.BeginReceiveRequest.SerializeToString,
+            quiver_dot_v1_dot_shard__node__pb2.BeginReceiveResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportPoints(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quiver.v1.ShardNode/ImportPoints',
+            quiver_dot_v1_dot_shard__node__pb2.ImportPointsRequest.SerializeToString,
+            quiver_dot_v1_dot_shard__node__pb2.ImportPointsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EndReceive(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quiver.v1.ShardNode/EndReceive',
+            quiver_dot_v1_dot_shard__node__pb2.EndReceiveRequest.SerializeToString,
+            quiver_dot_v1_dot_shard__node__pb2.EndReceiveResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SnapshotShard(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/quiver.v1.ShardNode/SnapshotShard',
+            quiver_dot_v1_dot_shard__node__pb2.ShardRef.SerializeToString,
+            quiver_dot_v1_dot_shard__node__pb2.SnapshotChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RestoreShard(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/quiver.v1.ShardNode/RestoreShard',
+            quiver_dot_v1_dot_shard__node__pb2.SnapshotChunk.SerializeToString,
+            quiver_dot_v1_dot_shard__node__pb2.RestoreShardResponse.FromString,
             options,
             channel_credentials,
             insecure,
