@@ -1,31 +1,47 @@
-"""Collections, where their shards live, and which shard holds a point.
+"""Collections, where their shard replicas live, and which shard holds a point.
 
-The coordinator's metadata is one record per collection, persisted in its own
-LMDB environment (``<data_dir>/meta``) so a restart keeps every collection and
-its placement. A node is named by its address (host:port); give nodes stable
-addresses (a StatefulSet's DNS names, fixed ports locally).
+A collection's record (:class:`CollectionMeta`) lists, for each shard, its
+replicas: a node (named by its address, host:port; give nodes stable
+addresses: a StatefulSet's DNS names, fixed ports locally) and the replica's
+state. Records live in the metadata store (``coordinator.metadata``).
 """
 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, replace
-from pathlib import Path
 
-import lmdb
 import numpy as np
 
 from shard.config import CollectionConfig
 from shard.errors import InvalidArgument
 
 MAX_SHARDS = 1024
-#: LMDB map size of the metadata store: a collection record is ~1 KB.
-META_MAP_SIZE = 64 << 20
 
 #: Collection lifecycle: "creating" until every shard exists, "ready", and
 #: "deleting" until every shard is dropped. Only "ready" collections serve.
 STATES = ("creating", "ready", "deleting")
+
+#: Replica states. An active replica serves reads and takes writes; a receiving
+#: one is the target of a transfer (takes writes, serves no reads until the
+#: copy is complete); a dead one missed writes and is caught up (by a transfer
+#: into it) before it serves again.
+ACTIVE, RECEIVING, DEAD = "active", "receiving", "dead"
+REPLICA_STATES = (ACTIVE, RECEIVING, DEAD)
+
+
+@dataclass(frozen=True)
+class Replica:
+    node: str
+    state: str = ACTIVE
+    #: Names the transfer filling a receiving replica (ties the switch to it).
+    token: str = ""
+
+    def to_dict(self) -> dict:
+        d = {"node": self.node, "state": self.state}
+        if self.token:
+            d["token"] = self.token
+        return d
 
 
 @dataclass(frozen=True)
@@ -33,21 +49,46 @@ class CollectionMeta:
     name: str
     config: CollectionConfig
     replication_factor: int
-    #: placement[shard_id] = addresses of the nodes holding that shard's replicas.
-    placement: tuple[tuple[str, ...], ...]
+    #: replicas[shard_id] = that shard's replicas.
+    replicas: tuple[tuple[Replica, ...], ...]
     state: str = "ready"
+    #: Replicas that must apply a write before it is acknowledged; 0 = every live one.
+    write_consistency: int = 0
 
     @property
     def shard_number(self) -> int:
-        return len(self.placement)
+        return len(self.replicas)
+
+    @property
+    def placement(self) -> tuple[tuple[str, ...], ...]:
+        """The nodes holding each shard's replicas, whatever their state."""
+        return tuple(tuple(r.node for r in reps) for reps in self.replicas)
+
+    def readers(self, shard_id: int) -> list[str]:
+        return [r.node for r in self.replicas[shard_id] if r.state == ACTIVE]
+
+    def writers(self, shard_id: int) -> list[str]:
+        return [r.node for r in self.replicas[shard_id] if r.state != DEAD]
+
+    def replica(self, shard_id: int, node: str) -> Replica | None:
+        for r in self.replicas[shard_id]:
+            if r.node == node:
+                return r
+        return None
 
     def with_state(self, state: str) -> "CollectionMeta":
         return replace(self, state=state)
 
+    def with_shard(self, shard_id: int, reps: tuple[Replica, ...]) -> "CollectionMeta":
+        out = list(self.replicas)
+        out[shard_id] = tuple(reps)
+        return replace(self, replicas=tuple(out))
+
     def to_json(self) -> bytes:
         return json.dumps({
             "name": self.name, "config": self.config.to_dict(), "replication_factor": self.replication_factor,
-            "placement": [list(p) for p in self.placement], "state": self.state,
+            "replicas": [[r.to_dict() for r in reps] for reps in self.replicas], "state": self.state,
+            "write_consistency": self.write_consistency,
         }, sort_keys=True).encode()
 
     @classmethod
@@ -55,7 +96,27 @@ class CollectionMeta:
         d = json.loads(raw)
         return cls(name=d["name"], config=CollectionConfig.from_dict(d["config"]),
                    replication_factor=int(d["replication_factor"]),
-                   placement=tuple(tuple(p) for p in d["placement"]), state=d["state"])
+                   replicas=tuple(tuple(Replica(r["node"], r.get("state", ACTIVE), r.get("token", ""))
+                                        for r in reps) for reps in d["replicas"]),
+                   state=d["state"], write_consistency=int(d.get("write_consistency", 0)))
+
+    @classmethod
+    def placed(cls, name: str, config: CollectionConfig, replication_factor: int,
+               placement: tuple[tuple[str, ...], ...], state: str = "ready",
+               write_consistency: int = 0) -> "CollectionMeta":
+        """A record whose replicas are all active, from node addresses per shard."""
+        return cls(name, config, replication_factor, tuple(tuple(Replica(n) for n in p) for p in placement),
+                   state, write_consistency)
+
+
+def replica_load(collections) -> dict[str, int]:
+    """Replicas per node over ``collections`` (CollectionMeta values)."""
+    load: dict[str, int] = {}
+    for m in collections:
+        for addrs in m.placement:
+            for a in addrs:
+                load[a] = load.get(a, 0) + 1
+    return load
 
 
 def place_shards(shard_number: int, replication_factor: int, nodes: list[str],
@@ -101,28 +162,3 @@ def shard_of(ids: np.ndarray, shard_number: int) -> np.ndarray:
     z = (z ^ (z >> np.uint64(27))) * _M2
     z ^= z >> np.uint64(31)
     return (z % np.uint64(shard_number)).astype(np.int64)
-
-
-class MetadataStore:
-    """Collection records in LMDB; written from the coordinator's admin paths only."""
-
-    def __init__(self, data_dir: str | os.PathLike):
-        path = Path(data_dir) / "meta"
-        path.mkdir(parents=True, exist_ok=True)
-        self.env = lmdb.open(str(path), map_size=META_MAP_SIZE, max_dbs=1, subdir=True)
-        self.db = self.env.open_db(b"collections")
-
-    def load_all(self) -> dict[str, CollectionMeta]:
-        with self.env.begin(db=self.db) as txn:
-            return {k.decode(): CollectionMeta.from_json(bytes(v)) for k, v in txn.cursor()}
-
-    def put(self, meta: CollectionMeta) -> None:
-        with self.env.begin(db=self.db, write=True) as txn:
-            txn.put(meta.name.encode(), meta.to_json())
-
-    def delete(self, name: str) -> None:
-        with self.env.begin(db=self.db, write=True) as txn:
-            txn.delete(name.encode())
-
-    def close(self) -> None:
-        self.env.close()

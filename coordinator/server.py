@@ -11,11 +11,14 @@ import logging
 
 import grpc
 
+from coordinator.admin import SERVICE_NAME as ADMIN_SERVICE_NAME
+from coordinator.admin import AdminServicer
 from coordinator.service import CollectionStatus, Coordinator, Points
 from quiver import convert, security
 from quiver.serving import (DEFAULT_MAX_MESSAGE_MB, RpcMetrics, add_standard_services, bind, new_health, new_server,
                             rpc, run_until_signal, start_health_server, start_metrics, write_port_file)
 from quiver.v1 import quiver_pb2 as pb
+from quiver.v1 import admin_pb2_grpc
 from quiver.v1 import quiver_pb2_grpc as pb_grpc
 
 log = logging.getLogger("quiver.coordinator")
@@ -39,13 +42,14 @@ def _points(p: Points, message=pb.ScoredPoints):
 def _collection_info(st: CollectionStatus) -> pb.CollectionInfo:
     m = st.meta
     info = pb.CollectionInfo(name=m.name, shard_number=m.shard_number, replication_factor=m.replication_factor,
-                             status=_STATUS[st.status], points_count=st.points, **convert.config_to_proto(m.config))
+                             status=_STATUS[st.status], points_count=st.points, write_consistency=m.write_consistency,
+                             **convert.config_to_proto(m.config))
     for r in st.replicas:
         s = r.stats or {}
         info.shards.add(shard_id=r.shard_id, node=r.node, available=r.stats is not None, error=r.error,
                         points_count=s.get("points", 0), ram_bytes=s.get("ram_bytes", 0),
                         disk_bytes=s.get("disk_bytes", 0), originals_read=s.get("originals_read", 0),
-                        searches=s.get("searches", 0))
+                        searches=s.get("searches", 0), state=r.state)
     return info
 
 
@@ -58,7 +62,8 @@ class QuiverServicer(pb_grpc.QuiverServicer):
     async def CreateCollection(self, request, context):
         config = convert.config_from_proto(request.dimension, request.distance, request.quantization,
                                            request.index)
-        await self.coord.create_collection(request.name, config, request.shard_number, request.replication_factor)
+        await self.coord.create_collection(request.name, config, request.shard_number, request.replication_factor,
+                                           request.write_consistency)
         return _collection_info(await self.coord.collection_status(request.name, context.time_remaining()))
 
     @rpc
@@ -118,13 +123,15 @@ async def create_server(address: str, coordinator: Coordinator, *, metrics: RpcM
     (``security.server_credentials``). Returns ``(server, port)``; the caller
     closes ``coordinator`` after stopping the server.
     """
+    await coordinator.start()
     metrics = metrics or RpcMetrics("coordinator")
     interceptors = [security.Authorizer.for_api_keys(api_keys, metrics).aio_interceptor()] if api_keys else None
     if not api_keys:
         security.log_open_once("coordinator", address, "API keys")
     server = new_server(max_message_mb << 20, interceptors)
     pb_grpc.add_QuiverServicer_to_server(QuiverServicer(coordinator, metrics), server)
-    await add_standard_services(server, [SERVICE_NAME], health_servicer)
+    admin_pb2_grpc.add_QuiverAdminServicer_to_server(AdminServicer(coordinator, metrics, _collection_info), server)
+    await add_standard_services(server, [SERVICE_NAME, ADMIN_SERVICE_NAME], health_servicer)
     port = bind(server, address, tls)
     await server.start()
     return server, port
@@ -133,9 +140,16 @@ async def create_server(address: str, coordinator: Coordinator, *, metrics: RpcM
 async def _serve(address: str, data_dir: str, shard_nodes: list[str], *, shard_timeout: float,
                  write_timeout: float, metrics_port: int | None, port_file: str | None, grace: float,
                  max_message_mb: int, api_keys: security.ApiKeys | None, tls: grpc.ServerCredentials | None,
-                 cluster_secret: str | None, health_port: int | None) -> None:
+                 cluster_secret: str | None, health_port: int | None, etcd_endpoints: list[str],
+                 etcd_prefix: str, hedge_after: float | None, repair_interval: float) -> None:
+    backend = None
+    if etcd_endpoints:
+        from coordinator.etcd import EtcdBackend
+
+        backend = EtcdBackend(etcd_endpoints, prefix=etcd_prefix)
     coordinator = Coordinator(data_dir, shard_nodes, shard_timeout=shard_timeout, write_timeout=write_timeout,
-                              max_message_bytes=max_message_mb << 20)
+                              max_message_bytes=max_message_mb << 20, metadata=backend, address=address,
+                              hedge_after=hedge_after, repair_interval=repair_interval)
     coordinator.pool.set_metadata(security.cluster_metadata(cluster_secret))  # before any shard call
     metrics = RpcMetrics("coordinator")
     health = new_health()
@@ -154,6 +168,7 @@ async def _serve(address: str, data_dir: str, shard_nodes: list[str], *, shard_t
     log.info("coordinator listening", extra={"address": address, "port": port, "metrics_port": mport,
                                              "health_port": hport,
                                              "data_dir": str(data_dir), "shard_nodes": shard_nodes,
+                                             "metadata": coordinator.meta.kind,
                                              "tls": tls is not None, "api_keys": len(api_keys or ()),
                                              "cluster_secret": cluster_secret is not None})
     if port_file:
@@ -165,12 +180,17 @@ def serve(address: str, data_dir: str, shard_nodes: list[str], *, shard_timeout:
           write_timeout: float = 300.0, metrics_port: int | None = None, port_file: str | None = None,
           grace: float = 10.0, max_message_mb: int = DEFAULT_MAX_MESSAGE_MB,
           api_keys: security.ApiKeys | None = None, tls: grpc.ServerCredentials | None = None,
-          cluster_secret: str | None = None, health_port: int | None = None) -> None:
+          cluster_secret: str | None = None, health_port: int | None = None, etcd_endpoints: list[str] | None = None,
+          etcd_prefix: str = "/quiver/", hedge_after: float | None = None, repair_interval: float = 1.0) -> None:
     """Run a coordinator until SIGTERM; then drain in-flight calls and close its metadata store.
 
+    ``etcd_endpoints``: keep the metadata in etcd under ``etcd_prefix`` (shared
+    with other coordinators); none = the coordinator's own LMDB under data_dir.
     ``cluster_secret`` is sent to the shard nodes on every call (they check it).
     ``health_port``: also serve grpc.health.v1 alone, in plaintext, on this port
     of the listen host (0 = any free port), for probes that cannot speak TLS."""
     asyncio.run(_serve(address, data_dir, shard_nodes, shard_timeout=shard_timeout, write_timeout=write_timeout,
                        metrics_port=metrics_port, port_file=port_file, grace=grace, max_message_mb=max_message_mb,
-                       api_keys=api_keys, tls=tls, cluster_secret=cluster_secret, health_port=health_port))
+                       api_keys=api_keys, tls=tls, cluster_secret=cluster_secret, health_port=health_port,
+                       etcd_endpoints=etcd_endpoints or [], etcd_prefix=etcd_prefix, hedge_after=hedge_after,
+                       repair_interval=repair_interval))

@@ -14,18 +14,23 @@ import itertools
 import json
 import logging
 import re
+import uuid
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from coordinator.fanout import first_error, read_shards, settle, write_shards
+from coordinator.fanout import FAILOVER, first_error, read_shards, settle, write_shards
 from coordinator.merge import merge_from_shards
-from coordinator.placement import CollectionMeta, MetadataStore, place_shards, shard_of
+from coordinator.metadata import COLLECTIONS, NODE_ACTIVE, NODES, Metadata, NodeMeta
+from coordinator.metastore import LmdbBackend, MetaBackend
+from coordinator.operations import Operations
+from coordinator.placement import ACTIVE, DEAD, CollectionMeta, Replica, place_shards, replica_load, shard_of
 from coordinator.shard_client import NodePool, RemoteShard
 from quiver.convert import SearchSpec, config_to_json
 from quiver.ids import UUID_PAYLOAD_KEY, IdBatch, is_uuid_id
 from shard.config import CollectionConfig, oversampled_top
-from shard.errors import AlreadyExists, DeadlineExceeded, InvalidArgument, NotFound, QuiverError, Unavailable
+from shard.errors import (AlreadyExists, DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound, QuiverError,
+                          Unavailable)
 from shard.node import ShardPoints, ShardSearch, check_name, decode_payload, encode_payload
 
 log = logging.getLogger("quiver.coordinator")
@@ -70,6 +75,7 @@ class ReplicaStatus:
     node: str
     stats: dict | None = None
     error: str = ""
+    state: str = ACTIVE
 
 
 @dataclass
@@ -81,7 +87,7 @@ class CollectionStatus:
     def status(self) -> str:
         up = {}
         for r in self.replicas:
-            up.setdefault(r.shard_id, []).append(r.stats is not None)
+            up.setdefault(r.shard_id, []).append(r.stats is not None and r.state == ACTIVE)
         if all(all(v) for v in up.values()):
             return "green"
         return "yellow" if all(any(v) for v in up.values()) else "red"
@@ -90,9 +96,16 @@ class CollectionStatus:
     def points(self) -> int:
         seen: dict[int, int] = {}
         for r in self.replicas:
-            if r.stats is not None:
+            if r.stats is not None and r.state == ACTIVE:
                 seen.setdefault(r.shard_id, r.stats["points"])
         return sum(seen.values())
+
+
+def _claim(cur: CollectionMeta | None, expected: CollectionMeta | None, new: CollectionMeta) -> CollectionMeta:
+    """Compare-and-swap body of a create: another coordinator may have created the name meanwhile."""
+    if cur is not None and (expected is None or cur.state != "creating"):
+        raise AlreadyExists(f"collection {new.name!r} already exists")
+    return new
 
 
 def _parse_payload(b: bytes, i: int) -> dict | None:
@@ -132,59 +145,114 @@ def _depth_exceeds(value, limit: int) -> bool:
     return False
 
 
+class ShardSet:
+    """One collection's replicas as clients, per shard: who serves reads, who takes writes."""
+
+    __slots__ = ("readers", "writers")
+
+    def __init__(self, meta: CollectionMeta, pool: NodePool):
+        self.readers: list[list[RemoteShard]] = []
+        self.writers: list[list[RemoteShard]] = []
+        for sid, reps in enumerate(meta.replicas):
+            shards = {r.node: pool.shard(r.node, meta.name, sid) for r in reps}
+            self.readers.append([shards[n] for n in meta.readers(sid)])
+            self.writers.append([shards[n] for n in meta.writers(sid)])
+
+
 class Coordinator:
-    """Holds collections and placement; routes writes, fans out reads, merges."""
+    """Holds collections and placement; routes writes, fans out reads, merges.
+
+    Create it in the event loop that serves it and ``await start()`` before
+    use (``coordinator.server.create_server`` does).
+    """
 
     def __init__(self, data_dir: str, shard_nodes: list[str], *, shard_timeout: float = 10.0,
-                 write_timeout: float = 300.0, max_message_bytes: int = 64 << 20):
+                 write_timeout: float = 300.0, max_message_bytes: int = 64 << 20,
+                 metadata: MetaBackend | None = None, coordinator_id: str = "", address: str = "",
+                 hedge_after: float | None = None, repair_interval: float = 1.0):
         """shard_timeout caps each read call to a shard, write_timeout each write or
         shard create/drop (a write may retrain the shard's index); a client's
-        shorter deadline wins over both."""
-        self.nodes = [n.strip() for n in shard_nodes if n.strip()]
+        shorter deadline wins over both. ``metadata``: the store shared with other
+        coordinators (etcd); default, this coordinator's own LMDB under data_dir.
+        ``shard_nodes`` are added to the node registry at start (if absent).
+        ``hedge_after``: seconds after which a read also asks a second replica.
+        ``repair_interval``: seconds between checks for dead replicas to catch up."""
+        self.seed_nodes = [n.strip() for n in shard_nodes if n.strip()]
         self.pool = NodePool(max_message_bytes, shard_timeout, write_timeout)
-        self.store = MetadataStore(data_dir)
-        self._collections: dict[str, CollectionMeta] = self.store.load_all()
-        self._replicas: dict[str, list[list[RemoteShard]]] = {}
+        shared = metadata is not None
+        self.meta = Metadata(metadata if shared else LmdbBackend(data_dir),
+                             coordinator_id or (uuid.uuid4().hex[:12] if shared else "local"), address)
+        self.hedge_after = hedge_after
+        self.repair_interval = repair_interval
+        self._sets: dict[str, ShardSet] = {}
         self._admin = asyncio.Lock()  # create / delete
         self._uuid_writes: dict[str, asyncio.Lock] = {}
         self._turn = itertools.count()
-        log.info("coordinator ready", extra={"collections": sorted(self._collections), "shard_nodes": self.nodes})
+        self.ops: Operations | None = None
+        self._started = False
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        self.meta.on_change(self._changed)
+        await self.meta.start()
+        for addr in self.seed_nodes:
+            if addr not in self.meta.nodes:
+                await self.meta.update(NODES + addr, lambda old, a=addr: old or NodeMeta(a))
+        self.ops = Operations(self)
+        await self.ops.start()
+        log.info("coordinator ready", extra={"collections": sorted(self.meta.collections), "nodes": self.nodes,
+                                             "metadata": self.meta.kind, "coordinator_id": self.meta.id})
 
     async def close(self) -> None:
+        if self.ops is not None:
+            await self.ops.close()
         await self.pool.close()
-        self.store.close()
+        await self.meta.close()
 
     # ---------------------------------------------------------- metadata
 
+    @property
+    def nodes(self) -> list[str]:
+        """Active nodes (new replicas go there): the seed nodes in their order, then the rest."""
+        rank = {n: i for i, n in enumerate(self.seed_nodes)}
+        active = [a for a, n in self.meta.nodes.items() if n.state == NODE_ACTIVE]
+        return sorted(active, key=lambda a: (rank.get(a, len(rank)), a))
+
+    def _changed(self, key: str) -> None:
+        if key.startswith(COLLECTIONS):
+            self._sets.pop(key[len(COLLECTIONS):], None)
+
     def _meta(self, name: str) -> CollectionMeta:
-        meta = self._collections.get(name)
+        meta = self.meta.collections.get(name)
         if meta is None or meta.state != "ready":
             raise NotFound(f"collection {name!r} does not exist")
         return meta
 
-    def _shards(self, meta: CollectionMeta) -> list[list[RemoteShard]]:
-        reps = self._replicas.get(meta.name)
-        if reps is None:
-            reps = [[self.pool.shard(addr, meta.name, sid) for addr in addrs] for sid, addrs in
-                    enumerate(meta.placement)]
-            self._replicas[meta.name] = reps
-        return reps
+    def _set_of(self, meta: CollectionMeta) -> ShardSet:
+        st = self._sets.get(meta.name)
+        if st is None:
+            st = self._sets[meta.name] = ShardSet(meta, self.pool)
+        return st
 
-    def _set(self, meta: CollectionMeta | None, name: str) -> None:
-        if meta is None:
-            self.store.delete(name)
-            self._collections.pop(name, None)
-        else:
-            self.store.put(meta)
-            self._collections[name] = meta
-        self._replicas.pop(name, None)
+    def _shards(self, meta: CollectionMeta) -> list[list[RemoteShard]]:
+        """Each shard's replicas that serve reads."""
+        return self._set_of(meta).readers
+
+    async def _set(self, meta: CollectionMeta | None, name: str) -> None:
+        await self.meta.update(COLLECTIONS + name, lambda _: meta)
 
     def list_collections(self) -> list[str]:
-        return sorted(n for n, m in self._collections.items() if m.state == "ready")
+        return sorted(n for n, m in self.meta.collections.items() if m.state == "ready")
 
     async def create_collection(self, name: str, config: CollectionConfig, shard_number: int = 0,
-                                replication_factor: int = 0) -> CollectionMeta:
+                                replication_factor: int = 0, write_consistency: int = 0,
+                                hold: bool = False) -> CollectionMeta:
         """Create a collection: place its shards, create them on their nodes, then record it ready.
+
+        ``hold``: leave it "creating" (not serving) for the caller to fill and
+        then ``finish_create`` (a restore does).
 
         A create that fails half way leaves the record "creating" only if some
         shard could not be rolled back; creating it again resumes, deleting it
@@ -193,8 +261,12 @@ class Coordinator:
         check_name(name)
         shard_number = int(shard_number) or max(1, len(self.nodes))
         replication_factor = int(replication_factor) or 1
+        write_consistency = int(write_consistency)
+        if not 0 <= write_consistency <= replication_factor:
+            raise InvalidArgument(f"write_consistency must be in [0, replication_factor={replication_factor}] "
+                                  f"(0 = every live replica), got {write_consistency}")
         async with self._admin:
-            old = self._collections.get(name)
+            old = self.meta.collections.get(name)
             if old is not None and old.state != "creating":
                 raise AlreadyExists(f"collection {name!r} already exists")
             resume = (old is not None and old.config == config and old.shard_number == shard_number
@@ -204,14 +276,10 @@ class Coordinator:
             if resume:
                 placement = old.placement
             else:
-                load: dict[str, int] = {}
-                for m in self._collections.values():
-                    for addrs in m.placement:
-                        for a in addrs:
-                            load[a] = load.get(a, 0) + 1
-                placement = place_shards(shard_number, replication_factor, self.nodes, load)
-            meta = CollectionMeta(name, config, replication_factor, placement, "creating")
-            self._set(meta, name)
+                placement = place_shards(shard_number, replication_factor, self.nodes,
+                                         replica_load(self.meta.collections.values()))
+            meta = CollectionMeta.placed(name, config, replication_factor, placement, "creating", write_consistency)
+            await self.meta.update(COLLECTIONS + name, lambda cur: _claim(cur, old, meta))
             cfg = config_to_json(config)
             err = first_error(await asyncio.gather(*(
                 settle(self.pool.node(addr).create_shard(name, sid, cfg, exist_ok=resume))
@@ -219,14 +287,23 @@ class Coordinator:
             if err is not None:
                 try:
                     await self._drop_shards(meta)
-                    self._set(None, name)
+                    await self._set(None, name)
                 except QuiverError as e:
                     log.warning("create rollback incomplete", extra={"collection": name, "error": str(e)})
                 raise err
-            meta = meta.with_state("ready")
-            self._set(meta, name)
+            if not hold:
+                meta = meta.with_state("ready")
+                await self._set(meta, name)
         log.info("collection created", extra={"collection": name, "placement": [list(p) for p in placement]})
         return meta
+
+    async def finish_create(self, meta: CollectionMeta) -> None:
+        """Let a collection created with ``hold`` serve."""
+        def fn(cur):
+            if cur is None or cur.state != "creating":
+                raise NotFound(f"collection {meta.name!r} is no longer being created")
+            return cur.with_state("ready")
+        await self.meta.update(COLLECTIONS + meta.name, fn)
 
     async def _drop_shards(self, meta: CollectionMeta) -> None:
         err = first_error(await asyncio.gather(*(
@@ -239,24 +316,29 @@ class Coordinator:
         """Drop every shard, then forget the collection. If a node is down the
         collection stays "deleting" (invisible) and deleting again finishes."""
         async with self._admin:
-            meta = self._collections.get(name)
+            meta = self.meta.collections.get(name)
             if meta is None:
                 raise NotFound(f"collection {name!r} does not exist")
-            self._set(meta.with_state("deleting"), name)
+            if self.ops is not None and self.ops.busy(name):
+                raise FailedPrecondition(f"collection {name!r} has a shard transfer running; "
+                                         "wait for it (quiver admin operations list) and delete again")
+            await self._set(meta.with_state("deleting"), name)
+            await self.meta.fence()  # no coordinator routes to it any more
             await self._drop_shards(meta)
-            self._set(None, name)
+            await self._set(None, name)
         log.info("collection deleted", extra={"collection": name})
 
     async def collection_status(self, name: str, timeout: float | None = None) -> CollectionStatus:
         meta = self._meta(name)
-        pairs = [(sid, shard) for sid, reps in enumerate(self._shards(meta)) for shard in reps]
-        got = await asyncio.gather(*(settle(shard.stats(timeout)) for _, shard in pairs))
+        pairs = [(sid, rep) for sid, reps in enumerate(meta.replicas) for rep in reps]
+        got = await asyncio.gather(*(settle(self.pool.shard(rep.node, name, sid).stats(timeout))
+                                     for sid, rep in pairs))
         out = CollectionStatus(meta)
-        for (sid, shard), r in zip(pairs, got):
+        for (sid, rep), r in zip(pairs, got):
             if isinstance(r, QuiverError):
-                out.replicas.append(ReplicaStatus(sid, shard.node, None, str(r)))
+                out.replicas.append(ReplicaStatus(sid, rep.node, None, str(r), rep.state))
             else:
-                out.replicas.append(ReplicaStatus(sid, shard.node, r))
+                out.replicas.append(ReplicaStatus(sid, rep.node, r, "", rep.state))
         return out
 
     # -------------------------------------------------------- validation
@@ -326,16 +408,68 @@ class Coordinator:
                                 None if payloads is None else [payloads[i] for i in rows], timeout)
 
         routes = self._route(ids.ids, meta.shard_number)
-        if ids.uuids is None:
-            outcomes = await write_shards(self._shards(meta), write, routes)
-        else:  # the collision check and the write must not interleave with another UUID write
-            async with self._uuid_writes.setdefault(name, asyncio.Lock()):
-                await self._check_uuid_collisions(meta, ids, timeout)
-                outcomes = await write_shards(self._shards(meta), write, routes)
-        err = first_error(o for per in outcomes.values() for o in per)
-        if err is not None:
-            raise err
+        rev = self.meta.begin()
+        try:
+            if ids.uuids is None:
+                await self._write(meta, write, routes)
+            else:  # the collision check and the write must not interleave with another UUID write
+                async with self._uuid_writes.setdefault(name, asyncio.Lock()):
+                    await self._check_uuid_collisions(meta, ids, timeout)
+                    await self._write(meta, write, routes)
+        finally:
+            self.meta.end(rev)
         return n
+
+    async def _write(self, meta: CollectionMeta, call, routes: dict) -> dict[int, list]:
+        """Send each shard's part to every replica that takes writes; enforce write_consistency.
+
+        A shard's write is acknowledged when at least one active replica applied
+        it and: (write_consistency 0) every replica that could be reached
+        applied it, or (write_consistency n) n replicas did. Replicas that
+        failed while another applied the write missed it: they are marked dead
+        (before the acknowledgement, so they serve no stale reads) and caught
+        up later. Returns shard -> outcome per writing replica.
+        """
+        writers = self._set_of(meta).writers
+        outcomes = await write_shards(writers, call, routes)
+        dead, error = [], None
+        for s, per in outcomes.items():
+            failed = [(r, o) for r, o in zip(writers[s], per) if isinstance(o, QuiverError)]
+            if not failed:
+                continue
+            active = set(meta.readers(s))
+            if not any(r.node in active and not isinstance(o, QuiverError) for r, o in zip(writers[s], per)):
+                error = error or next((o for r, o in failed if r.node in active), failed[0][1])
+                continue  # no active replica took it: not acknowledged, nothing diverged that reads see
+            dead += [(s, r.node) for r, _ in failed]
+            applied = len(per) - len(failed)
+            if meta.write_consistency and applied < meta.write_consistency:
+                error = error or Unavailable(
+                    f"shard {s} of {meta.name!r}: {applied} of the {meta.write_consistency} replicas that "
+                    f"write_consistency requires applied the write; {failed[0][1]}")
+            elif not meta.write_consistency:
+                refused = [o for _, o in failed if not isinstance(o, FAILOVER)]
+                error = error or (refused[0] if refused else None)
+        if dead:
+            await self._mark_dead(meta.name, dead)
+        if error is not None:
+            raise error
+        return outcomes
+
+    async def _mark_dead(self, name: str, pairs: list[tuple[int, str]]) -> None:
+        """Mark replicas that missed a write dead (never a shard's last active replica)."""
+        def fn(m: CollectionMeta | None):
+            if m is None:
+                return None
+            for s, node in pairs:
+                new = tuple(Replica(r.node, DEAD) if r.node == node else r for r in m.replicas[s])
+                if any(r.state == ACTIVE for r in new):
+                    m = m.with_shard(s, new)
+            return m
+
+        await self.meta.update(COLLECTIONS + name, fn)
+        log.warning("replicas marked dead: they missed a write and will be caught up",
+                    extra={"collection": name, "replicas": [f"{s}@{n}" for s, n in pairs]})
 
     async def _check_uuid_collisions(self, meta: CollectionMeta, ids: IdBatch, timeout: float | None) -> None:
         want: dict[int, str] = {}
@@ -354,9 +488,13 @@ class Coordinator:
                      timeout: float | None) -> ShardPoints:
         """Retrieve distinct ids from their shards in parallel: the found ones, in the order given."""
         routes = self._route(ids, meta.shard_number)
-        got = await read_shards(self._shards(meta),
-                                lambda sh, rows: sh.retrieve(ids[rows], with_payload, with_vector, timeout),
-                                routes, start=next(self._turn))
+        rev = self.meta.begin()
+        try:
+            got = await read_shards(self._shards(meta),
+                                    lambda sh, rows: sh.retrieve(ids[rows], with_payload, with_vector, timeout),
+                                    routes, start=next(self._turn), hedge_after=self.hedge_after)
+        finally:
+            self.meta.end(rev)
         err = first_error(got.values())
         if err is not None:
             raise err
@@ -425,19 +563,22 @@ class Coordinator:
             uuid_ids = is_uuid_id(qids)
             ok = (await self._verified(meta, ids, False, False, timeout)).ids
             qids = np.concatenate([qids[~uuid_ids], np.intersect1d(qids[uuid_ids], ok)])
-        outcomes = await write_shards(self._shards(meta), lambda sh, rows: sh.delete(qids[rows], timeout),
-                                      self._route(qids, meta.shard_number))
-        total = 0
-        for per in outcomes.values():
-            err = first_error(per)
-            if err is not None:
-                raise err
-            total += max(per)
-        return total
+        rev = self.meta.begin()
+        try:
+            outcomes = await self._write(meta, lambda sh, rows: sh.delete(qids[rows], timeout),
+                                         self._route(qids, meta.shard_number))
+        finally:
+            self.meta.end(rev)
+        return sum(max((o for o in per if not isinstance(o, QuiverError)), default=0) for per in outcomes.values())
 
     async def count(self, name: str, timeout: float | None = None) -> int:
         meta = self._meta(name)
-        got = await read_shards(self._shards(meta), lambda sh, _: sh.count(timeout), start=next(self._turn))
+        rev = self.meta.begin()
+        try:
+            got = await read_shards(self._shards(meta), lambda sh, _: sh.count(timeout), start=next(self._turn),
+                                    hedge_after=self.hedge_after)
+        finally:
+            self.meta.end(rev)
         err = first_error(got.values())
         if err is not None:
             raise err
@@ -466,7 +607,12 @@ class Coordinator:
         params = ShardSearch(limit=k, oversampling=spec.oversampling, rescore=spec.rescore, ignore=spec.ignore,
                              exact=spec.exact, effort=spec.effort, with_payload=inline and spec.with_payload,
                              with_vector=inline and spec.with_vector, score_threshold=spec.score_threshold)
-        got = await read_shards(replicas, lambda sh, _: sh.search(queries, params, timeout), start=next(self._turn))
+        rev = self.meta.begin()
+        try:
+            got = await read_shards(replicas, lambda sh, _: sh.search(queries, params, timeout),
+                                    start=next(self._turn), hedge_after=self.hedge_after)
+        finally:
+            self.meta.end(rev)
         answered = [s for s in range(total) if not isinstance(got[s], QuiverError)]
         if len(answered) < total:
             err = first_error(got.values())

@@ -33,6 +33,8 @@ from shard.node import ShardPoints, ShardSearch
 MAX_IN_FLIGHT = 1
 #: Most query rows in one coalesced call.
 MAX_BATCH_ROWS = 64
+#: Deadline of a transfer's or snapshot's stream (large shards take minutes).
+STREAM_TIMEOUT = 6 * 3600.0
 
 
 async def _call(method, request, timeout: float, where: str):
@@ -118,6 +120,69 @@ class NodeClient:
         return r.dropped
 
 
+    async def list_shards(self, timeout: float | None = None) -> list[dict]:
+        r = await _call(self.stub.ListShards, pb.ListShardsRequest(), timeout or self.timeout,
+                        f"listing the shards of {self.address}")
+        return [dict(convert.stats_from_proto(s), collection=s.shard.collection, shard_id=s.shard.shard_id)
+                for s in r.shards]
+
+    # ---------------------------------------------------- transfers and snapshots
+
+    async def begin_receive(self, collection: str, shard_id: int, config_json: str, token: str,
+                            replace: bool = True) -> None:
+        req = pb.BeginReceiveRequest(shard=pb.ShardRef(collection=collection, shard_id=shard_id),
+                                     config_json=config_json, token=token, replace=replace)
+        await _call(self.stub.BeginReceive, req, self.timeout,
+                    f"preparing {self.address} to receive shard {shard_id} of {collection!r}")
+
+    async def import_points(self, collection: str, shard_id: int, token: str, points: pb.ShardPoints) -> int:
+        req = pb.ImportPointsRequest(shard=pb.ShardRef(collection=collection, shard_id=shard_id), token=token,
+                                     points=points)
+        r = await _call(self.stub.ImportPoints, req, self.timeout,
+                        f"copying points of shard {shard_id} of {collection!r} to {self.address}")
+        return r.imported + r.skipped
+
+    async def end_receive(self, collection: str, shard_id: int, token: str) -> int:
+        req = pb.EndReceiveRequest(shard=pb.ShardRef(collection=collection, shard_id=shard_id), token=token)
+        r = await _call(self.stub.EndReceive, req, self.timeout,
+                        f"finishing the copy of shard {shard_id} of {collection!r} to {self.address}")
+        return r.points
+
+    async def export(self, collection: str, shard_id: int, batch_size: int = 1024,
+                     timeout: float = STREAM_TIMEOUT):
+        """The shard's points as a stream of pb.ShardPoints batches (one consistent read)."""
+        req = pb.ExportShardRequest(shard=pb.ShardRef(collection=collection, shard_id=shard_id),
+                                    batch_size=batch_size)
+        async for msg in _stream(self.stub.ExportShard(req, timeout=timeout),
+                                 f"exporting shard {shard_id} of {collection!r} from {self.address}"):
+            yield msg
+
+    async def snapshot(self, collection: str, shard_id: int, timeout: float = STREAM_TIMEOUT):
+        """A copy of the shard's LMDB environment as a stream of pb.SnapshotChunk."""
+        req = pb.ShardRef(collection=collection, shard_id=shard_id)
+        async for msg in _stream(self.stub.SnapshotShard(req, timeout=timeout),
+                                 f"snapshotting shard {shard_id} of {collection!r} on {self.address}"):
+            yield msg
+
+    async def restore(self, chunks, collection: str, shard_id: int, timeout: float = STREAM_TIMEOUT) -> int:
+        """Send a snapshot stream (an async iterator of pb.SnapshotChunk); returns the point count."""
+        try:
+            r = await self.stub.RestoreShard(chunks, timeout=timeout)
+        except grpc.RpcError as e:
+            raise error_from_rpc(e, f"restoring shard {shard_id} of {collection!r} on {self.address}") from None
+        return r.points
+
+
+async def _stream(call, where: str):
+    try:
+        async for msg in call:
+            yield msg
+    except grpc.RpcError as e:
+        raise error_from_rpc(e, where) from None
+    finally:
+        call.cancel()
+
+
 class RemoteShard:
     """One replica of one shard on a shard node (implements shard.node.Shard)."""
 
@@ -133,6 +198,11 @@ class RemoteShard:
         self._queue: deque = deque()  # (params, queries, deadline, future) waiting to be sent
         self._in_flight = 0
         self._tasks: set[asyncio.Task] = set()  # batches on the wire (the loop holds tasks weakly)
+
+    @property
+    def load(self) -> int:
+        """Searches on the wire or waiting to be sent (reads prefer the least loaded replica)."""
+        return self._in_flight + len(self._queue)
 
     def _t(self, timeout: float | None) -> float:
         """A read's deadline: the caller's remaining time, capped by the shard timeout."""

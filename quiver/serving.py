@@ -165,8 +165,9 @@ def _failed(method: str, exc: Exception) -> tuple[grpc.StatusCode, str]:
 
 
 def rpc(fn: Callable) -> Callable:
-    """Decorate a servicer method (sync or async): errors leave through the error
-    table, and the call is counted and timed in ``self.metrics``."""
+    """Decorate a servicer method (sync, sync generator for a response stream, or
+    async): errors leave through the error table, and the call is counted and
+    timed in ``self.metrics``."""
     method = fn.__name__
 
     if inspect.iscoroutinefunction(fn):
@@ -184,6 +185,45 @@ def rpc(fn: Callable) -> Callable:
                 self.metrics.observe(method, code, time.perf_counter() - t0)
 
         return handler
+
+    if inspect.isasyncgenfunction(fn):  # an aio response stream
+        @functools.wraps(fn)
+        async def async_stream_handler(self, request, context):
+            t0 = time.perf_counter()
+            code = "OK"
+            try:
+                async for msg in fn(self, request, context):
+                    yield msg
+            except (GeneratorExit, asyncio.CancelledError):  # the client went away mid-stream
+                code = "CANCELLED"
+                raise
+            except Exception as exc:  # noqa: BLE001 - every error leaves as a status
+                status, message = _failed(method, exc)
+                code = status.name
+                await context.abort(status, message)
+            finally:
+                self.metrics.observe(method, code, time.perf_counter() - t0)
+
+        return async_stream_handler
+
+    if inspect.isgeneratorfunction(fn):  # a response stream: errors can come mid-stream
+        @functools.wraps(fn)
+        def stream_handler(self, request, context):
+            t0 = time.perf_counter()
+            code = "OK"
+            try:
+                yield from fn(self, request, context)
+            except GeneratorExit:  # the client went away mid-stream
+                code = "CANCELLED"
+                raise
+            except Exception as exc:  # noqa: BLE001 - every error leaves as a status
+                status, message = _failed(method, exc)
+                code = status.name
+                context.abort(status, message)
+            finally:
+                self.metrics.observe(method, code, time.perf_counter() - t0)
+
+        return stream_handler
 
     @functools.wraps(fn)
     def sync_handler(self, request, context):

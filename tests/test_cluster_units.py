@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from coordinator.errors import STATUS_BY_ERROR, error_for_status, status_for
 from coordinator.merge import merge_from_shards
-from coordinator.placement import CollectionMeta, MetadataStore, place_shards, shard_of
+from coordinator.placement import CollectionMeta, place_shards, shard_of
 from quiver import convert, ids as qids
 from shard import errors as E
 from shard.config import CollectionConfig, IndexConfig, QuantizationConfig
@@ -118,18 +118,32 @@ def test_place_shards_spreads_replicas_on_distinct_nodes():
         place_shards(0, 1, nodes)
 
 
-def test_metadata_store_round_trip(tmp_path):
+def test_metadata_round_trip_through_lmdb(tmp_path):
+    import asyncio
+
+    from coordinator.metadata import COLLECTIONS, Metadata
+    from coordinator.metastore import LmdbBackend
+    from coordinator.placement import DEAD, Replica
+
     cfg = CollectionConfig(dim=8, distance="dot", quantization=QuantizationConfig("product", compression="x8"),
                            index=IndexConfig(nlist=16))
-    meta = CollectionMeta("c", cfg, 2, (("a", "b"), ("b", "a")), "ready")
-    store = MetadataStore(tmp_path)
-    store.put(meta)
-    store.close()
-    store = MetadataStore(tmp_path)
-    assert store.load_all() == {"c": meta}
-    store.delete("c")
-    assert store.load_all() == {}
-    store.close()
+    meta = CollectionMeta.placed("c", cfg, 2, (("a", "b"), ("b", "a")), "ready", write_consistency=1)
+    meta = meta.with_shard(1, (Replica("b"), Replica("a", DEAD)))
+
+    async def scenario():
+        m = Metadata(LmdbBackend(tmp_path), "local")
+        await m.start()
+        await m.put_collection(meta)
+        await m.close()
+        m = Metadata(LmdbBackend(tmp_path), "local")
+        await m.start()
+        assert m.collections == {"c": meta}
+        assert m.collections["c"].readers(1) == ["b"] and m.collections["c"].writers(1) == ["b"]
+        await m.update(COLLECTIONS + "c", lambda _: None)
+        assert m.collections == {}
+        await m.close()
+
+    asyncio.run(scenario())
 
 
 # ------------------------------------------------------------------ error table
