@@ -57,6 +57,10 @@ class NodePool:
         self._options = message_options(max_message_bytes) + [
             ("grpc.keepalive_time_ms", 30_000),
             ("grpc.keepalive_timeout_ms", 10_000),
+            # a restarted node is reachable again within a second (gRPC's default backoff grows to 120 s)
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.min_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 1_000),
         ]
         self._stubs: dict[str, pb_grpc.ShardNodeStub] = {}
         self._channels: list[grpc.aio.Channel] = []

@@ -216,18 +216,25 @@ class ShardEngine:
         return x
 
     # -- writes ---------------------------------------------------------
-    def upsert(self, ids, vectors, payloads=None) -> None:
+    def upsert(self, ids, vectors, payloads=None, *, encoded_payloads: bool = False) -> None:
         """Insert or replace points, atomically and durably.
 
         ids: (n,) uint64; vectors: (n, d) float32; payloads: one JSON object
         (dict) or None per point. Within a batch, the last occurrence of a
-        repeated id wins.
+        repeated id wins. ``encoded_payloads``: payloads are JSON-object bytes
+        as this store keeps them (b"" or None = none), e.g. another shard's
+        export, and are stored as they are.
         """
         ids = _as_ids(ids)
         x = self._vectors(vectors)
         if len(x) != len(ids):
             raise InvalidArgument(f"got {len(ids)} ids for {len(x)} vectors")
-        blobs = _encode_payloads(payloads, len(ids))
+        if encoded_payloads and payloads is not None:
+            if len(payloads) != len(ids):
+                raise InvalidArgument(f"got {len(payloads)} payloads for {len(ids)} points; give one per point")
+            blobs = [bytes(b) if b else None for b in payloads]
+        else:
+            blobs = _encode_payloads(payloads, len(ids))
         if len(ids) == 0:
             return
         _, last = np.unique(ids[::-1], return_index=True)
@@ -525,6 +532,28 @@ class ShardEngine:
         if qn2 is None:
             return np.asarray(ranks, np.float32)
         return -np.sqrt(np.maximum(qn2 - 2.0 * np.asarray(ranks, np.float64), 0.0)).astype(np.float32)
+
+    # -- transfer and snapshots ----------------------------------------
+    def iter_batches(self, batch_size: int = 1024):
+        """Every point as (ids (n,) uint64, vectors (n, d) float32, payloads: n stored
+        JSON-object bytes, b"" = none), ``batch_size`` at a time, from one LMDB read
+        transaction (a consistent snapshot; writes go on meanwhile)."""
+        with self._write_lock:
+            # Room for as many bytes of writes as the shard holds now: pages the
+            # export's snapshot pins cannot be reused meanwhile, and a map growth
+            # would cut the export short (Unavailable: start over).
+            self.store.reserve(self.store.disk_bytes())
+            return self.store.iter_batches(batch_size)
+
+    def copy_to(self, fd: int) -> int:
+        """Write a compacted, consistent copy of the shard's LMDB environment to ``fd``.
+
+        The environment is the whole shard (config, centroids, quantizer state
+        and code records live in its ``meta`` and ``codes`` databases), so
+        ``ShardEngine.open`` on a directory holding the copy as ``data.mdb``
+        reopens it. Returns the copy's point count.
+        """
+        return self.store.copy_to(fd)
 
     # -- introspection --------------------------------------------------
     def stats(self) -> dict:

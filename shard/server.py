@@ -22,6 +22,7 @@ from quiver.serving import (DEFAULT_MAX_MESSAGE_MB, RpcMetrics, add_standard_ser
                             new_thread_server, rpc, run_until_signal_sync, start_metrics, write_port_file)
 from quiver.v1 import shard_node_pb2 as pb
 from quiver.v1 import shard_node_pb2_grpc as pb_grpc
+from shard.errors import InvalidArgument
 from shard.node import ShardNode
 
 log = logging.getLogger("quiver.shard")
@@ -62,7 +63,7 @@ class ShardNodeServicer(pb_grpc.ShardNodeServicer):
 
     @rpc
     def Delete(self, request, context):
-        n = self._shard(request.shard).engine.delete(convert.ids_from_bytes(request.ids))
+        n = self._shard(request.shard).delete_now(convert.ids_from_bytes(request.ids))
         return pb.ShardDeleteResponse(deleted=n)
 
     @rpc
@@ -84,6 +85,71 @@ class ShardNodeServicer(pb_grpc.ShardNodeServicer):
     @rpc
     def Stats(self, request, context):
         return convert.stats_to_proto(request, self._shard(request).engine.stats())
+
+    # -- shard transfer -------------------------------------------------
+    @rpc
+    def ExportShard(self, request, context):
+        for points in self.node.export_batches(request.shard.collection, request.shard.shard_id,
+                                               request.batch_size):
+            yield convert.shard_points_to_proto(points)
+
+    @rpc
+    def BeginReceive(self, request, context):
+        config = convert.config_from_json(request.config_json)
+        self.node.begin_receive(request.shard.collection, request.shard.shard_id, config, request.token,
+                                request.replace)
+        return pb.BeginReceiveResponse()
+
+    @rpc
+    def ImportPoints(self, request, context):
+        p = request.points
+        points = convert.shard_points_from_proto(p, with_payload=True, with_vector=True)
+        imported, skipped = self.node.import_points(request.shard.collection, request.shard.shard_id,
+                                                    request.token, points)
+        return pb.ImportPointsResponse(imported=imported, skipped=skipped)
+
+    @rpc
+    def EndReceive(self, request, context):
+        n = self.node.end_receive(request.shard.collection, request.shard.shard_id, request.token)
+        return pb.EndReceiveResponse(points=n)
+
+    # -- snapshots --------------------------------------------------------
+    @rpc
+    def SnapshotShard(self, request, context):
+        snap = self.node.snapshot(request.collection, request.shard_id)
+        # the generator may never be resumed once the client goes away: the
+        # callback removes the temp file then (unlinking an open file is fine)
+        context.add_callback(snap.close)
+        with snap:
+            first = True
+            for data, sha256 in snap.chunks():
+                chunk = pb.SnapshotChunk(data=data)
+                if first:
+                    chunk.shard.CopyFrom(request)
+                    chunk.config_json = convert.config_to_json(snap.config)
+                    chunk.points = snap.points
+                    first = False
+                if sha256 is not None:
+                    chunk.sha256 = sha256
+                    chunk.size = snap.size
+                yield chunk
+
+    @rpc
+    def RestoreShard(self, request_iterator, context):
+        first = next(request_iterator, None)
+        if first is None:
+            raise InvalidArgument("empty snapshot stream: the first chunk must carry shard and config_json")
+        if not first.HasField("shard") or not first.config_json:
+            raise InvalidArgument("the first snapshot chunk must carry shard and config_json")
+        config = convert.config_from_json(first.config_json)
+        with self.node.restore(first.shard.collection, first.shard.shard_id, config) as restore:
+            last = first
+            restore.write(first.data)
+            for chunk in request_iterator:
+                restore.write(chunk.data)
+                last = chunk
+            n = restore.finish(last.size, last.sha256)
+        return pb.RestoreShardResponse(points=n)
 
 
 class ShardCollector:

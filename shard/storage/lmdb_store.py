@@ -11,7 +11,11 @@ One environment per shard, four named databases:
 Every write is one transaction: a batch is durable when ``commit`` returns
 (``sync=True``) and atomic (all of it or none). The map grows by doubling when
 full; growing needs no other transaction open in the process, so callers pass
-an exclusive lock that readers hold in shared mode.
+an exclusive lock that readers hold in shared mode. Readers that keep a
+transaction open for long (an export streaming to a slow client, a snapshot
+copy) hold the store's own ``map_guard`` instead, only while they touch pages,
+and growth takes it exclusively; growth invalidates their transactions (py-lmdb
+does), so they check ``map_generation``.
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ from typing import Iterator
 import lmdb
 import numpy as np
 
-from shard.errors import ResourceExhausted
+from shard.errors import ResourceExhausted, Unavailable
+from shard.rwlock import RWLock
 
 DEFAULT_MAP_SIZE = 256 << 20
 MAX_MAP_SIZE = 1 << 40
@@ -51,6 +56,11 @@ class LmdbVectorStore:
         self.row_bytes = 4 * dim
         self.max_map_size = max_map_size
         self._exclusive = exclusive or contextlib.nullcontext
+        #: Held shared by long-lived readers while they touch pages (see iter_batches,
+        #: copy_to) and exclusively by map growth, which remaps the file.
+        self.map_guard = RWLock()
+        self.map_generation = 0  # map growths so far: each invalidates every open transaction
+        self.closed = False
         self.env = lmdb.open(path, map_size=map_size, max_dbs=8, subdir=True,
                              sync=True, metasync=True, lock=True, readahead=False,
                              max_readers=1024)
@@ -73,8 +83,11 @@ class LmdbVectorStore:
                     raise ResourceExhausted(
                         f"shard storage at {self.path} is full ({size >> 20} MiB map, "
                         f"limit {self.max_map_size >> 20} MiB); nothing from this write was kept") from None
-                with self._exclusive():
+                # map_guard first: waiting for a snapshot copy must not hold
+                # searches out (the engine's lock is writer-preferring)
+                with self.map_guard.exclusive(), self._exclusive():
                     self.env.set_mapsize(size * 2)
+                    self.map_generation += 1
             except lmdb.DiskError as e:  # ENOSPC and friends
                 raise ResourceExhausted(f"disk full or failing under {self.path}: {e}; "
                                         "nothing from this write was kept") from None
@@ -169,6 +182,81 @@ class LmdbVectorStore:
                 ids = keys_to_ids(b"".join(map(_first, block)))
                 yield ids, np.frombuffer(b"".join(map(_second, block)), np.float32).reshape(-1, self.dim)
 
+    def iter_batches(self, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray, list[bytes]]]:
+        """Every point as (ids (n,) uint64, vectors (n, d) float32, payloads: n stored
+        JSON bytes, b"" = none), in id order, ``batch_size`` at a time, all from ONE
+        read transaction, begun now: a consistent snapshot while writes go on.
+
+        The transaction stays open between batches (the consumer may be a slow
+        network stream). Map growth invalidates every open transaction (py-lmdb
+        does so, since a remap moves every page); an export that outlives one
+        fails with Unavailable and must start over. ``reserve`` first makes that
+        unlikely.
+        """
+        batch_size = max(1, int(batch_size))
+        with self.map_guard.shared():
+            if self.closed:
+                raise Unavailable(f"shard storage at {self.path} is closed")
+            txn = self.env.begin()
+            generation = self.map_generation
+        return self._batches(txn, generation, batch_size)
+
+    def _batches(self, txn, generation: int, batch_size: int):
+        try:
+            start = bytes(8)  # keys are 8 bytes: set_range(0) = the first key
+            while start is not None:
+                with self.map_guard.shared():  # no growth while we touch pages
+                    if self.closed:
+                        raise Unavailable(f"shard storage at {self.path} was closed during the export")
+                    if self.map_generation != generation:
+                        raise Unavailable(f"the export of {self.path} was cut short: the storage map grew "
+                                          "meanwhile (writes outpaced the reserve); start the export again")
+                    cur = txn.cursor(self.vectors)
+                    if not cur.set_range(start):
+                        return
+                    block = list(islice(cur.iternext(), batch_size))
+                    keys = list(map(_first, block))
+                    got = txn.cursor(self.payloads).getmulti(keys)
+                if len(got) == len(keys):
+                    payloads = list(map(_second, got))
+                else:
+                    stored = dict(got)
+                    payloads = [stored.get(k, b"") for k in keys]
+                last = int.from_bytes(keys[-1], "big")
+                start = None if len(keys) < batch_size or last == 0xFFFF_FFFF_FFFF_FFFF else \
+                    (last + 1).to_bytes(8, "big")
+                ids = keys_to_ids(b"".join(keys))
+                vectors = np.frombuffer(b"".join(map(_second, block)), np.float32).reshape(-1, self.dim)
+                del block, got
+                yield ids, vectors, payloads
+        finally:
+            with self.map_guard.shared():
+                if not self.closed and self.map_generation == generation:
+                    txn.abort()
+
+    def reserve(self, free_bytes: int) -> None:
+        """Grow the map now, if needed, so that ``free_bytes`` more fit (within the
+        limit). The caller keeps writers out (the engine's write lock)."""
+        size = new = self.env.info()["map_size"]
+        used = self.disk_bytes()
+        while new - used < free_bytes and new * 2 <= self.max_map_size:
+            new *= 2
+        if new != size:
+            with self.map_guard.exclusive(), self._exclusive():
+                self.env.set_mapsize(new)
+                self.map_generation += 1
+
+    def copy_to(self, fd: int) -> int:
+        """Write a compacted, consistent copy of the environment to ``fd``; returns the
+        number of points in it (counted in the same read transaction)."""
+        with self.map_guard.shared():
+            if self.closed:
+                raise Unavailable(f"shard storage at {self.path} is closed")
+            with self.env.begin() as txn:
+                points = txn.stat(self.vectors)["entries"]
+                self.env.copyfd(fd, compact=True, txn=txn)
+        return int(points)
+
     def all_code_records(self, record_bytes: int) -> tuple[np.ndarray, np.ndarray]:
         """Every (id, code record) as (ids (n,) uint64, records (n, record_bytes) uint8)."""
         with self.env.begin() as txn:
@@ -186,4 +274,6 @@ class LmdbVectorStore:
         return int((info["last_pgno"] + 1) * stat["psize"])
 
     def close(self) -> None:
-        self.env.close()
+        with self.map_guard.exclusive():  # waits for a batch read or copy in progress
+            self.closed = True
+            self.env.close()
