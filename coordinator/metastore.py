@@ -122,6 +122,8 @@ class LmdbBackend(MetaBackend):
                 for k, v in cur:
                     if not k.startswith(p):
                         break
+                    if k == _REVISION_KEY:  # the store's own counter, not a key of the caller's
+                        continue
                     out.append(KeyValue(k.decode(), bytes(v[8:]), _REV.unpack(v[:8])[0]))
         return out, rev
 
@@ -137,12 +139,17 @@ class LmdbBackend(MetaBackend):
             for key, value in puts:
                 txn.put(key.encode(), _REV.pack(rev) + value)
                 events.append(Event(key, value, rev))
-                if lease:
-                    self._leases.setdefault(lease, set()).add(key)
             for key in deletes:
                 if txn.delete(key.encode()):
                     events.append(Event(key, None, rev))
             txn.put(_REVISION_KEY, _REV.pack(rev))
+        # as in etcd, a put attaches its key to its lease (or to none), detaching it from
+        # any lease it was under, and a deleted key belongs to no lease
+        for key in [k for k, _ in puts] + list(deletes):
+            for keys in self._leases.values():
+                keys.discard(key)
+        if lease:
+            self._leases.setdefault(lease, set()).update(k for k, _ in puts)
         self._publish(events)
         return rev
 

@@ -79,8 +79,12 @@ class LoopThread:
 class CoordinatorHandle:
     """An in-process coordinator server that a test can restart on the same data dir."""
 
-    def __init__(self, data_dir: Path, nodes: list[str], server_kw: dict | None = None, **kw):
+    def __init__(self, data_dir: Path, nodes: list[str], server_kw: dict | None = None, metadata_factory=None,
+                 **kw):
+        """``metadata_factory``: makes the coordinator's MetaBackend (e.g. an EtcdBackend) inside the
+        serving loop at each start; default, the coordinator's own LMDB under ``data_dir``."""
         self.data_dir, self.nodes, self.kw, self.server_kw = data_dir, nodes, kw, server_kw or {}
+        self.metadata_factory = metadata_factory
         self.loop = LoopThread()
         self.start()
 
@@ -90,7 +94,10 @@ class CoordinatorHandle:
         from quiver.serving import RpcMetrics
 
         async def up():
-            self.coordinator = Coordinator(str(self.data_dir), self.nodes, **self.kw)
+            kw = dict(self.kw)
+            if self.metadata_factory is not None:
+                kw["metadata"] = self.metadata_factory()
+            self.coordinator = Coordinator(str(self.data_dir), self.nodes, **kw)
             self.metrics = RpcMetrics("coordinator")
             self.server, self.port = await create_server(f"127.0.0.1:{port}", self.coordinator,
                                                          metrics=self.metrics, **self.server_kw)
@@ -183,3 +190,21 @@ def warm_numba_cache(tmp_path_factory):
         eng.search(x[0], 5, exact=True)
         eng.delete([1])
         eng.close()
+
+
+@pytest.fixture(scope="session")
+def etcd_server(tmp_path_factory):
+    """A real single-member etcd on 127.0.0.1 (free ports, data under tmp) for the session.
+
+    Yields a ``tests/etcd_util.EtcdHandle`` (``.endpoint`` is "127.0.0.1:PORT");
+    skips when there is no ``etcd`` binary (``./run test`` installs it through
+    ``scripts/ensure-etcd``). Give each test its own key prefix.
+    """
+    from etcd_util import EtcdUnavailable, start_etcd
+
+    try:
+        handle = start_etcd(tmp_path_factory.mktemp("etcd"))
+    except EtcdUnavailable as exc:
+        pytest.skip(str(exc))
+    yield handle
+    handle.stop()
