@@ -382,3 +382,110 @@ def test_snapshot_then_restore_gives_the_same_results(cluster):
     h.header.restore_as = "snap2"
     admin.Restore(iter([h, *one[1:]]), timeout=60)
     assert client.count("snap2") == next(e.points for e in ends if e.shard_id == 1)
+
+
+def test_two_coordinators_over_etcd_share_collections_and_transfers(nodes, tmp_path, cluster_helpers,
+                                                                    etcd_server):
+    import uuid
+
+    from coordinator.etcd import EtcdBackend
+    from shard.errors import NotFound
+
+    nodes.ensure_up()
+    prefix = f"/quiver-test-{uuid.uuid4().hex[:8]}/"
+    handles = [cluster_helpers[0](tmp_path / f"coord-{i}", nodes.addresses,
+                                  metadata_factory=lambda: EtcdBackend(etcd_server.endpoint, prefix=prefix),
+                                  shard_timeout=5.0, repair_interval=0.2) for i in range(2)]
+    ca, cb = (Client(h.address, timeout=60) for h in handles)
+    channel = grpc.insecure_channel(handles[0].address)
+    admin_a = admin_pb2_grpc.QuiverAdminStub(channel)
+    try:
+        status = _wait(lambda: (lambda st: st if len(st.coordinators) == 2 else None)(
+            admin_a.ClusterStatus(apb.ClusterStatusRequest(), timeout=10)), 10, "both coordinators registered")
+        assert status.metadata_backend == "etcd"
+
+        ca.create_collection("shared", DIM, "cosine", quantization="scalar", shard_number=2)
+        _wait(lambda: "shared" in cb.list_collections(), 10, "coordinator B to see the collection")
+        base = np.arange(3000, dtype=np.uint64)
+        cb.upsert_many("shared", base, _hash_vectors(base))
+        assert ca.count("shared") == 3000
+
+        # A moves a shard while B writes: B must send writes to the target before the copy starts
+        src = _replicas(ca, "shared")[0]
+        (from_node,) = src
+        to_node = next(a for a in nodes.addresses if a not in src and a not in _replicas(ca, "shared")[1])
+        w = Writer(cb, "shared", 200_000)
+        w.alive.update(base.tolist())
+        w.start()
+        _wait(lambda: w.batches >= 3 or w.errors, 30, "the writer to start")
+        op = admin_a.MoveShard(apb.MoveShardRequest(collection="shared", shard_id=0, from_node=from_node,
+                                                    to_node=to_node), timeout=10)
+        assert _wait_op(admin_a, op.id).state == "done"
+        n = w.batches
+        _wait(lambda: w.batches >= n + 3 or w.errors, 30, "writes after the switch")
+        w.stop_flag.set()
+        w.join(30)
+        assert not w.errors, w.errors
+        _wait(lambda: _replicas(cb, "shared")[0] == {to_node: "active"}, 10, "B to see the switch")
+        _check_exact(ca, "shared", w.alive, w.deleted)
+        _check_exact(cb, "shared", w.alive, w.deleted)
+
+        handles[0].restart()  # a restarted coordinator reads placement back from etcd
+        assert _replicas(ca, "shared")[0] == {to_node: "active"}
+
+        cb.delete_collection("shared")
+        _wait(lambda: "shared" not in ca.list_collections(), 10, "coordinator A to see the delete")
+        with pytest.raises(NotFound):
+            ca.count("shared")
+    finally:
+        ca.close()
+        cb.close()
+        channel.close()
+        for h in handles:
+            h.close()
+
+
+def test_coordinator_killed_during_a_transfer_resumes_it(nodes, tmp_path):
+    """SIGKILL the coordinator (a separate process) mid-copy; the restarted one adopts the
+    operation, rolls the half-done transfer back and runs it again: nothing lost or duplicated."""
+    from quiver.local import spawn, wait_port_file
+
+    nodes.ensure_up()
+    data, pf, log = tmp_path / "coord", tmp_path / "coord.port", tmp_path / "coord.log"
+
+    def start(address: str):
+        p = spawn("coordinator", ["--listen", address, "--data-dir", str(data), "--shard-nodes",
+                                  ",".join(nodes.addresses), "--repair-interval", "0.2", "--grace", "2"], pf, log)
+        return p, f"127.0.0.1:{wait_port_file(pf, p, timeout=120, log_file=log)['port']}"
+
+    proc, address = start("127.0.0.1:0")
+    client = Client(address, timeout=60)
+    channel = grpc.insecure_channel(address)
+    admin = admin_pb2_grpc.QuiverAdminStub(channel)
+    try:
+        client.create_collection("resumed", DIM, "cosine", quantization="none", shard_number=1)
+        base = np.arange(60_000, dtype=np.uint64)
+        client.upsert_many("resumed", base, _hash_vectors(base))
+        (from_node,) = _replicas(client, "resumed")[0]
+        to_node = next(a for a in nodes.addresses if a != from_node)
+        op = admin.MoveShard(apb.MoveShardRequest(collection="resumed", shard_id=0, from_node=from_node,
+                                                  to_node=to_node), timeout=10)
+        _wait(lambda: admin.GetOperation(apb.GetOperationRequest(id=op.id), timeout=10).transfers[0].points_copied
+              > 0, 30, "the copy to start")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+        proc, _ = start(address)  # same port and data dir
+        done = _wait_op(admin, op.id, timeout=120)
+        assert done.state == "done", done.error
+        assert "operation adopted" in log.read_text() and "transfer attempt failed" not in log.read_text()
+        more = np.arange(60_000, 60_500, dtype=np.uint64)
+        client.upsert(("resumed"), more, _hash_vectors(more))
+        assert _replicas(client, "resumed")[0] == {to_node: "active"}
+        _check_exact(client, "resumed", set(range(60_500)), set())
+        client.delete_collection("resumed")
+    finally:
+        client.close()
+        channel.close()
+        from quiver.local import terminate
+        terminate([proc.pid], timeout=10)
