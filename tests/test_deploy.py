@@ -15,12 +15,14 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import shlex
 import shutil
 import secrets
 import signal
 import subprocess
 import sys
+import time
 import tomllib
 import urllib.request
 from pathlib import Path
@@ -64,10 +66,11 @@ def one(objs: list[dict], kind: str, name: str | None = None) -> dict:
     return found[0]
 
 
-def workloads(objs: list[dict]) -> list[tuple[dict, dict]]:
-    """(workload, container) for each container of each Deployment and StatefulSet."""
+def workloads(objs: list[dict], image: str = "quiver") -> list[tuple[dict, dict]]:
+    """(workload, container) for each container of each Deployment and StatefulSet running
+    ``image`` (Quiver's own; etcd's containers are checked apart)."""
     return [(w, c) for w in objs if w["kind"] in ("Deployment", "StatefulSet")
-            for c in w["spec"]["template"]["spec"]["containers"]]
+            for c in w["spec"]["template"]["spec"]["containers"] if c["image"].split(":")[0].endswith(image)]
 
 
 def who(w: dict, c: dict) -> str:
@@ -178,13 +181,23 @@ def test_overlay_renders_the_whole_cluster(overlay):
     for kind, name in [("StatefulSet", "quiver-shard"), ("Service", "quiver-shard"),
                        ("PodDisruptionBudget", "quiver-shard"), ("NetworkPolicy", "quiver-shard"),
                        ("Deployment", "quiver-coordinator"), ("Service", "quiver-coordinator"),
-                       ("PersistentVolumeClaim", "quiver-coordinator"), ("NetworkPolicy", "quiver-coordinator")]:
+                       ("NetworkPolicy", "quiver-coordinator")]:
         one(objs, kind, name)
-    # The known gap until the metadata moves to etcd: one coordinator, its LMDB on
-    # a ReadWriteOnce PVC, the old pod gone before the new one opens it.
     coord = one(objs, "Deployment")
-    assert coord["spec"]["replicas"] == 1 and coord["spec"]["strategy"]["type"] == "Recreate"
-    assert one(objs, "StatefulSet")["spec"]["podManagementPolicy"] == "Parallel"
+    env = container_env(objs, coord["spec"]["template"]["spec"]["containers"][0])
+    if env.get("QUIVER_ETCD_ENDPOINTS"):
+        # metadata in etcd: several stateless coordinators, rolling updates, no PVC
+        assert coord["spec"]["replicas"] >= 3 and coord["spec"]["strategy"]["type"] == "RollingUpdate"
+        assert not [o for o in objs if o["kind"] == "PersistentVolumeClaim"]
+        for kind in ("StatefulSet", "Service", "PodDisruptionBudget", "NetworkPolicy"):
+            one(objs, kind, "quiver-etcd")
+        one(objs, "PodDisruptionBudget", "quiver-coordinator")
+    else:
+        # embedded metadata: one coordinator, its LMDB on a ReadWriteOnce PVC, the
+        # old pod gone before the new one opens it
+        assert coord["spec"]["replicas"] == 1 and coord["spec"]["strategy"]["type"] == "Recreate"
+        one(objs, "PersistentVolumeClaim", "quiver-coordinator")
+    assert one(objs, "StatefulSet", "quiver-shard")["spec"]["podManagementPolicy"] == "Parallel"
 
 
 @needs_kubectl
@@ -247,9 +260,13 @@ def test_probes_ports_and_volumes_match_what_the_containers_do(overlay):
         port, metrics = listen_port(params), params["metrics_port"]
         pod = w["spec"]["template"]
         ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-        assert ports == {"grpc": port, "metrics": metrics}, who(w, c)
+        health = params.get("health_port")
+        assert ports == {"grpc": port, "metrics": metrics, **({"health": health} if health else {})}, who(w, c)
+        if params.get("tls_cert"):  # the kubelet's gRPC probes cannot speak TLS: the plaintext health port
+            assert health, f"{who(w, c)} serves TLS without QUIVER_HEALTH_PORT for its probes"
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-            assert c[probe]["grpc"]["port"] == port and c[probe]["grpc"].get("service", "") == "", (who(w, c), probe)
+            assert c[probe]["grpc"]["port"] == (health or port) and c[probe]["grpc"].get("service", "") == "", \
+                (who(w, c), probe)
         ann = pod["metadata"]["annotations"]
         assert (ann["prometheus.io/scrape"], ann["prometheus.io/port"], ann["prometheus.io/path"]) == \
             ("true", str(metrics), "/metrics"), who(w, c)
@@ -260,7 +277,8 @@ def test_probes_ports_and_volumes_match_what_the_containers_do(overlay):
         mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
         claims = {t["metadata"]["name"] for t in w["spec"].get("volumeClaimTemplates", [])} | {
             v["name"] for v in pod["spec"].get("volumes", []) if "persistentVolumeClaim" in v}
-        assert mounts.get(params["data_dir"]) in claims, f"{who(w, c)}: {params['data_dir']} is not on a PVC"
+        if role == "shard-node" or not params.get("etcd_endpoints"):  # a coordinator over etcd keeps nothing
+            assert mounts.get(params["data_dir"]) in claims, f"{who(w, c)}: {params['data_dir']} is not on a PVC"
         if c["securityContext"].get("readOnlyRootFilesystem"):
             cache = image_env()["NUMBA_CACHE_DIR"]
             assert any(cache == m or cache.startswith(m.rstrip("/") + "/") for m in mounts), \
@@ -281,7 +299,7 @@ def test_probes_ports_and_volumes_match_what_the_containers_do(overlay):
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_only_coordinators_reach_shard_node_grpc(overlay):
     objs = render(overlay)
-    shard_labels = one(objs, "StatefulSet")["spec"]["template"]["metadata"]["labels"]
+    shard_labels = one(objs, "StatefulSet", "quiver-shard")["spec"]["template"]["metadata"]["labels"]
     coord_labels = one(objs, "Deployment")["spec"]["template"]["metadata"]["labels"]
     policies = [p for p in objs if p["kind"] == "NetworkPolicy" and
                 selects(p["spec"]["podSelector"]["matchLabels"], shard_labels)]
@@ -300,7 +318,7 @@ def test_only_coordinators_reach_shard_node_grpc(overlay):
 def test_coordinator_lists_exactly_the_statefulset_pods(overlay):
     objs = render(overlay)
     ns = one(objs, "Namespace")["metadata"]["name"]
-    sts = one(objs, "StatefulSet")
+    sts = one(objs, "StatefulSet", "quiver-shard")
     svc = one(objs, "Service", sts["spec"]["serviceName"])
     assert svc["spec"]["clusterIP"] == "None", "per-pod DNS names need a headless Service"
     assert selects(svc["spec"]["selector"], sts["spec"]["template"]["metadata"]["labels"])
@@ -315,34 +333,120 @@ def test_coordinator_lists_exactly_the_statefulset_pods(overlay):
 
 @needs_kubectl
 def test_prod_requires_shard_nodes_on_distinct_machines():
-    spec = one(render("prod"), "StatefulSet")["spec"]["template"]["spec"]
+    spec = one(render("prod"), "StatefulSet", "quiver-shard")["spec"]["template"]["spec"]
     terms = spec["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
     assert [t["topologyKey"] for t in terms] == ["kubernetes.io/hostname"]
 
 
-# ------------------------------------------------------------------ test: the dev overlay, run
+# ------------------------------------------------------------------ etcd (the prod overlay)
+
+def _expand(value: str, variables: dict[str, str]) -> str:
+    """Kubernetes' $(VAR) expansion in env values."""
+    return re.sub(r"\$\((\w+)\)", lambda m: variables.get(m.group(1), m.group(0)), value)
+
+
+def etcd_member_env(c: dict, pod: str) -> dict[str, str]:
+    """The ETCD_* environment of one member pod, as the kubelet expands it."""
+    env = {}
+    for e in c["env"]:
+        if "valueFrom" in e:
+            assert e["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}} and e["name"] == "POD_NAME", e
+            continue
+        env[e["name"]] = _expand(e["value"], {"POD_NAME": pod})
+    return env
+
+
+def etcd_overlays() -> list[str]:
+    return [o for o in OVERLAYS if shutil.which("kubectl") and
+            any(w["metadata"]["name"] == "quiver-etcd" for w, _ in workloads(render(o), "etcd"))]
+
 
 @needs_kubectl
-def test_dev_overlay_runs_as_local_processes(tmp_path):
-    """Each dev container's command, args and environment, started here: loopback
-    addresses, tmp data dirs, and the StatefulSet's DNS names in the coordinator's
-    shard list replaced by the local shard nodes' addresses. Nothing else changes."""
+def test_prod_runs_three_coordinators_over_a_three_member_etcd():
+    assert "prod" in etcd_overlays()
+    objs = render("prod")
+    assert one(objs, "Deployment", "quiver-coordinator")["spec"]["replicas"] == 3
+
+
+@needs_kubectl
+@pytest.mark.parametrize("overlay", etcd_overlays() or ["prod"])
+def test_etcd_members_flags_and_endpoints_agree(overlay):
+    objs = render(overlay)
+    ns = one(objs, "Namespace")["metadata"]["name"]
+    sts = one(objs, "StatefulSet", "quiver-etcd")
+    svc = one(objs, "Service", sts["spec"]["serviceName"])
+    assert svc["spec"]["clusterIP"] == "None" and svc["spec"].get("publishNotReadyAddresses") is True
+    (w, c), = workloads(objs, "etcd")
+    n = sts["spec"]["replicas"]
+    assert n >= 3 and n % 2 == 1, "an odd number of members, at least 3, keeps a quorum through one loss"
+    pods = [f"{sts['metadata']['name']}-{i}" for i in range(n)]
+    peers = {p: f"http://{p}.{svc['metadata']['name']}.{ns}.svc:2380" for p in pods}
+    for pod in pods:
+        env = etcd_member_env(c, pod)
+        assert env["ETCD_NAME"] == pod
+        assert dict(m.split("=", 1) for m in env["ETCD_INITIAL_CLUSTER"].split(",")) == peers
+        assert env["ETCD_INITIAL_ADVERTISE_PEER_URLS"] == peers[pod]
+    if shutil.which("etcd"):  # every variable is a flag etcd knows (it reads ETCD_X_Y as --x-y)
+        help_text = subprocess.run(["etcd", "--help"], capture_output=True, text=True, timeout=30)
+        flags = help_text.stdout + help_text.stderr
+        unknown = [k for k in etcd_member_env(c, pods[0]) if f"--{k[5:].lower().replace('_', '-')}" not in flags]
+        assert not unknown, f"etcd has no flags for {unknown}"
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports == {"client": 2379, "peer": 2380}
+    (cw, cc), = [(w, c) for w, c in workloads(objs) if w["kind"] == "Deployment"]
+    endpoints = parse_cli("coordinator", container_env(objs, cc))["etcd_endpoints"].split(",")
+    assert endpoints == [f"{p}.{svc['metadata']['name']}.{ns}.svc:{ports['client']}" for p in pods]
+    pol = one(objs, "NetworkPolicy", "quiver-etcd")
+    coord_labels = cw["spec"]["template"]["metadata"]["labels"]
+    client_rules = [r for r in pol["spec"]["ingress"] if any(p["port"] == "client" for p in r["ports"])]
+    assert client_rules and all(selects(peer["podSelector"]["matchLabels"], coord_labels)
+                                for r in client_rules for peer in r["from"])
+
+
+# ------------------------------------------------------------------ test: an overlay, run
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@needs_kubectl
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlay_runs_as_local_processes(overlay, tmp_path):
+    """Each container's command, args and environment, started here: loopback addresses,
+    tmp data dirs, and the pods' DNS names (shard nodes, etcd members) replaced by the
+    local processes' addresses. Every replica runs (three coordinators and three etcd
+    members for prod). Nothing else changes."""
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     from quiver.client import Client
     from quiver.local import child_env, wait_port_file
+    from shard.errors import Unauthenticated
 
-    objs = render("dev")
+    objs = render(overlay)
+    ns = one(objs, "Namespace")["metadata"]["name"]
     base_env = {k: v for k, v in child_env().items() if not k.startswith("QUIVER_")}
     # the Secrets the manifests mount, as files here (the same paths under tmp_path/etc)
     admin_key = secrets.token_hex(16)
     etc = tmp_path / "etc"
-    (etc / "cluster").mkdir(parents=True)
+    for d in ("cluster", "api-keys", "tls"):
+        (etc / d).mkdir(parents=True)
     (etc / "cluster" / "secret").write_text(secrets.token_hex(32) + "\n")
-    (etc / "api-keys").mkdir()
     (etc / "api-keys" / "keys.txt").write_text(f"{admin_key} admin\n")
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command for the TLS Secret")
+    cert = etc / "tls" / "tls.crt"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                    "-keyout", str(etc / "tls" / "tls.key"), "-out", str(cert), "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"], check=True, capture_output=True,
+                   timeout=30)
     procs: dict[str, tuple[subprocess.Popen, Path, dict]] = {}  # pod name -> (process, log, container)
+    etcds: list[subprocess.Popen] = []
+    dns: dict[str, str] = {}  # a pod's "name.service.namespace.svc:port" -> the local "127.0.0.1:port"
 
     def start(pod: str, w: dict, c: dict, **rewrite: str) -> None:
         role_of(w, c)  # command == ["quiver"], args == [role]
@@ -353,38 +457,83 @@ def test_dev_overlay_runs_as_local_processes(tmp_path):
                 env[k] = str(etc / v[len("/etc/quiver/"):])
         env.update(QUIVER_LISTEN="127.0.0.1:0", QUIVER_DATA_DIR=str(tmp_path / pod),
                    QUIVER_PORT_FILE=str(tmp_path / f"{pod}.port"), **rewrite)
-        if "QUIVER_METRICS_PORT" in env:
-            env["QUIVER_METRICS_PORT"] = "0"
+        for k in ("QUIVER_METRICS_PORT", "QUIVER_HEALTH_PORT"):
+            if k in env:
+                env[k] = "0"
         log = tmp_path / f"{pod}.log"
         with open(log, "wb") as out:
             p = subprocess.Popen([sys.executable, "-m", "quiver.cli", *c["args"]], env={**base_env, **env},
                                  stdin=subprocess.DEVNULL, stdout=out, stderr=out, cwd=str(REPO))
         procs[pod] = (p, log, c)
 
+    def local(entries: str) -> str:
+        out = []
+        for entry in entries.split(","):
+            assert entry in dns, f"{entry} names no pod of the overlay"
+            out.append(dns[entry])
+        return ",".join(out)
+
     try:
-        sts = one(objs, "StatefulSet")
+        for w, c in workloads(objs, "etcd"):  # the etcd members first, from their own environment
+            binary = shutil.which("etcd")
+            if binary is None:
+                pytest.skip("no etcd binary (./run test installs it through scripts/ensure-etcd)")
+            assert c["command"] == ["etcd"]
+            svc = w["spec"]["serviceName"]
+            pods = [f"{w['metadata']['name']}-{i}" for i in range(w["spec"]["replicas"])]
+            ports = {p: (_free_port(), _free_port()) for p in pods}
+            for p, (cp, pp) in ports.items():
+                dns[f"{p}.{svc}.{ns}.svc:2379"], dns[f"{p}.{svc}.{ns}.svc:2380"] = f"127.0.0.1:{cp}", f"127.0.0.1:{pp}"
+            for p in pods:
+                env = etcd_member_env(c, p)
+                cp, pp = ports[p]
+                for k, v in env.items():
+                    v = v.replace("0.0.0.0:2379", f"127.0.0.1:{cp}").replace("0.0.0.0:2380", f"127.0.0.1:{pp}")
+                    for name, addr in dns.items():
+                        v = v.replace(name, addr)
+                    env[k] = v
+                env["ETCD_DATA_DIR"] = str(tmp_path / p)
+                with open(tmp_path / f"{p}.log", "wb") as out:
+                    etcds.append(subprocess.Popen([binary], env={**base_env, **env}, stdin=subprocess.DEVNULL,
+                                                  stdout=out, stderr=out))
+            deadline = time.monotonic() + 60
+            for p in pods:
+                while True:
+                    try:
+                        url = f"http://127.0.0.1:{ports[p][0]}{c['readinessProbe']['httpGet']['path']}"
+                        if json.loads(urllib.request.urlopen(url, timeout=2).read()).get("health") == "true":
+                            break
+                    except OSError:
+                        pass
+                    assert time.monotonic() < deadline, f"etcd member {p} not healthy after 60 s"
+                    time.sleep(0.2)
+
+        sts = one(objs, "StatefulSet", "quiver-shard")
         (sw, sc), = [(w, c) for w, c in workloads(objs) if w is sts]
         for i in range(sts["spec"]["replicas"]):
             start(f"{sts['metadata']['name']}-{i}", sw, sc)
         info = {pod: wait_port_file(tmp_path / f"{pod}.port", p, timeout=120, log_file=log)
                 for pod, (p, log, _) in procs.items()}
+        for pod in info:
+            dns[f"{pod}.{sts['spec']['serviceName']}.{ns}.svc:{sc['ports'][0]['containerPort']}"] = \
+                f"127.0.0.1:{info[pod]['port']}"
 
         (cw, cc), = [(w, c) for w, c in workloads(objs) if w["kind"] == "Deployment"]
-        listed = container_env(objs, cc)["QUIVER_SHARD_NODES"].split(",")
-        local = []
-        for entry in listed:
-            host, _, port = entry.rpartition(":")
-            pod = host.split(".")[0]
-            assert pod in info, f"QUIVER_SHARD_NODES names {entry}, which is no pod of the StatefulSet"
-            assert int(port) == sc["readinessProbe"]["grpc"]["port"], entry
-            local.append(f"127.0.0.1:{info[pod]['port']}")
-        start("coordinator", cw, cc, QUIVER_SHARD_NODES=",".join(local))
-        p, log, _ = procs["coordinator"]
-        info["coordinator"] = wait_port_file(tmp_path / "coordinator.port", p, timeout=120, log_file=log)
+        cenv = container_env(objs, cc)
+        rewrite = {"QUIVER_SHARD_NODES": local(cenv["QUIVER_SHARD_NODES"])}
+        if cenv.get("QUIVER_ETCD_ENDPOINTS"):
+            rewrite["QUIVER_ETCD_ENDPOINTS"] = local(cenv["QUIVER_ETCD_ENDPOINTS"])
+        coordinators = [f"coordinator-{i}" for i in range(cw["spec"]["replicas"])]
+        for pod in coordinators:
+            start(pod, cw, cc, **rewrite)
+        for pod in coordinators:
+            p, log, _ = procs[pod]
+            info[pod] = wait_port_file(tmp_path / f"{pod}.port", p, timeout=120, log_file=log)
 
         for pod, (_, _, c) in procs.items():  # what the kubelet's probe asks, and Prometheus' scrape
             assert info[pod]["metrics_port"], f"{pod}: no metrics endpoint; QUIVER_METRICS_PORT not honoured"
-            with grpc.insecure_channel(f"127.0.0.1:{info[pod]['port']}") as ch:
+            probe_port = info[pod].get("health_port") or info[pod]["port"]
+            with grpc.insecure_channel(f"127.0.0.1:{probe_port}") as ch:
                 resp = health_pb2_grpc.HealthStub(ch).Check(
                     health_pb2.HealthCheckRequest(service=c["readinessProbe"]["grpc"].get("service", "")),
                     timeout=20)
@@ -392,17 +541,23 @@ def test_dev_overlay_runs_as_local_processes(tmp_path):
 
         rng = np.random.default_rng(5)
         x = rng.standard_normal((64, 24)).astype(np.float32)
-        with Client(f"127.0.0.1:{info['coordinator']['port']}", timeout=60, api_key=admin_key) as client:
+        addrs = [f"127.0.0.1:{info[pod]['port']}" for pod in coordinators]
+        tls = {"tls": True, "ca_cert": cert}  # the manifests serve the public API over TLS
+        with Client(addrs[0], timeout=60, api_key=admin_key, **tls) as client:
             client.create_collection("deployed", 24, "cosine", quantization="scalar", shard_number=0)
             client.upsert("deployed", np.arange(64, dtype=np.uint64), x, [{"i": i} for i in range(64)])
-            assert client.count("deployed") == 64
-            hits = client.search("deployed", x[7], limit=3, with_payload=True)
+        with Client(addrs[-1], timeout=60, api_key=admin_key, **tls) as other:  # another coordinator, if any
+            deadline = time.monotonic() + 10
+            while "deployed" not in other.list_collections():
+                assert time.monotonic() < deadline, "the last coordinator never saw the collection"
+                time.sleep(0.05)
+            assert other.count("deployed") == 64
+            hits = other.search("deployed", x[7], limit=3, with_payload=True)
         assert hits.ids[0] == 7 and hits.payloads[0] == {"i": 7}
-        from shard.errors import Unauthenticated
-        with Client(f"127.0.0.1:{info['coordinator']['port']}", timeout=30) as anonymous:
+        with Client(addrs[0], timeout=30, **tls) as anonymous:
             with pytest.raises(Unauthenticated):  # the manifests turn API keys on
                 anonymous.count("deployed")
-        assert hits.shards_answered == hits.shards_total == len(listed)
+        assert hits.shards_answered == hits.shards_total == sts["spec"]["replicas"]
         for pod in procs:
             url = f"http://127.0.0.1:{info[pod]['metrics_port']}/metrics"
             assert "quiver_requests_total" in urllib.request.urlopen(url, timeout=10).read().decode(), pod
@@ -417,6 +572,13 @@ def test_dev_overlay_runs_as_local_processes(tmp_path):
             except subprocess.TimeoutExpired:
                 p.kill()
                 codes[pod] = p.wait()
+        for e in etcds:
+            e.terminate()
+            try:
+                e.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                e.kill()
+                e.wait()
     for pod, (_, log, _) in procs.items():  # a graceful stop: drained, LMDB closed, exit 0
         records = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
         assert codes[pod] == 0 and records and records[-1]["msg"] == "stopped", \
