@@ -109,8 +109,20 @@ def shard_node_cmd(listen, data_dir, metrics_port, port_file, grace, max_message
 
 @main.command("coordinator")
 @_node_options("0.0.0.0:6334")
-@click.option("--shard-nodes", envvar="QUIVER_SHARD_NODES", required=True,
-              help="Comma-separated host:port of the shard nodes. [env QUIVER_SHARD_NODES]")
+@click.option("--shard-nodes", envvar="QUIVER_SHARD_NODES", default="",
+              help="Comma-separated host:port of shard nodes to register at start (if not registered yet); "
+                   "more are added with `quiver admin nodes add`. [env QUIVER_SHARD_NODES]")
+@click.option("--etcd-endpoints", envvar="QUIVER_ETCD_ENDPOINTS", default="",
+              help="Comma-separated host:port of etcd servers: keep the metadata there, shared by every "
+                   "coordinator using the same endpoints and prefix. Unset = this coordinator's own LMDB under "
+                   "--data-dir (one coordinator). [env QUIVER_ETCD_ENDPOINTS]")
+@click.option("--etcd-prefix", envvar="QUIVER_ETCD_PREFIX", default="/quiver/", show_default=True,
+              help="Key prefix of this cluster's metadata in etcd. [env QUIVER_ETCD_PREFIX]")
+@click.option("--hedge-after", envvar="QUIVER_HEDGE_AFTER", type=float, default=None,
+              help="Seconds after which a read also asks a shard's next replica (a hedged read; unset = off). "
+                   "[env QUIVER_HEDGE_AFTER]")
+@click.option("--repair-interval", envvar="QUIVER_REPAIR_INTERVAL", type=float, default=1.0, show_default=True,
+              help="Seconds between checks for dead replicas to catch up. [env QUIVER_REPAIR_INTERVAL]")
 @click.option("--shard-timeout", envvar="QUIVER_SHARD_TIMEOUT", type=float, default=10.0, show_default=True,
               help="Deadline of each read call to a shard, in seconds (a client's shorter deadline wins). "
                    "[env QUIVER_SHARD_TIMEOUT]")
@@ -135,8 +147,9 @@ def shard_node_cmd(listen, data_dir, metrics_port, port_file, grace, max_message
 @_cluster_secret_options
 def coordinator_cmd(listen, data_dir, metrics_port, port_file, grace, max_message_mb, log_level, shard_nodes,
                     shard_timeout, shard_write_timeout, api_keys_file, api_key_admin, api_key_read, tls_cert,
-                    tls_key, health_port, cluster_secret_file, cluster_secret):
-    """Run the coordinator: the public Quiver API, placement, fan-out and global merge."""
+                    tls_key, health_port, cluster_secret_file, cluster_secret, etcd_endpoints, etcd_prefix,
+                    hedge_after, repair_interval):
+    """Run the coordinator: the public and admin APIs, placement, fan-out and global merge."""
     from coordinator.server import serve
     from quiver import security
     from quiver.logs import setup_logging
@@ -149,7 +162,9 @@ def coordinator_cmd(listen, data_dir, metrics_port, port_file, grace, max_messag
     setup_logging(log_level, role="coordinator")
     serve(listen, data_dir, [n for n in shard_nodes.split(",") if n.strip()], shard_timeout=shard_timeout,
           write_timeout=shard_write_timeout, metrics_port=metrics_port, port_file=port_file, grace=grace,
-          max_message_mb=max_message_mb, api_keys=keys, tls=tls, cluster_secret=secret, health_port=health_port)
+          max_message_mb=max_message_mb, api_keys=keys, tls=tls, cluster_secret=secret, health_port=health_port,
+          etcd_endpoints=[e.strip() for e in etcd_endpoints.split(",") if e.strip()], etcd_prefix=etcd_prefix,
+          hedge_after=hedge_after, repair_interval=repair_interval)
 
 
 _dir_option = click.option("--dir", "root", envvar="QUIVER_LOCAL_DIR", default=".quiver", show_default=True,
@@ -259,6 +274,10 @@ def _run_queries(c, data, oversampling: float, rescore: bool) -> dict:
             "p50": float(np.percentile(lat_ms, 50)), "p99": float(np.percentile(lat_ms, 99)),
             "originals": (after - before) / len(data.queries)}
 
+
+from quiver.admin_cli import admin  # noqa: E402
+
+main.add_command(admin)
 
 if __name__ == "__main__":
     main()

@@ -175,6 +175,18 @@ class _ApiKeyInterceptor(grpc.UnaryUnaryClientInterceptor):
         return continuation(details, request)
 
 
+def open_channel(address: str, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_MB << 20, tls: bool = False,
+                 ca_cert: str | Path | None = None, tls_server_name: str | None = None) -> grpc.Channel:
+    """A channel to a coordinator: plaintext, or TLS trusting ``ca_cert`` (None = the system's roots)."""
+    options = message_options(max_message_bytes)
+    if tls or ca_cert:
+        if tls_server_name:
+            options.append(("grpc.ssl_target_name_override", tls_server_name))
+        roots = Path(ca_cert).read_bytes() if ca_cert else None
+        return grpc.secure_channel(address, grpc.ssl_channel_credentials(root_certificates=roots), options)
+    return grpc.insecure_channel(address, options=options)
+
+
 class Client:
     """A connection to a Quiver coordinator.
 
@@ -195,14 +207,8 @@ class Client:
         self.timeout = timeout
         self.max_message_bytes = max_message_mb << 20
         if channel is None:
-            options = message_options(self.max_message_bytes)
-            if tls or ca_cert:
-                if tls_server_name:
-                    options.append(("grpc.ssl_target_name_override", tls_server_name))
-                roots = Path(ca_cert).read_bytes() if ca_cert else None
-                channel = grpc.secure_channel(address, grpc.ssl_channel_credentials(root_certificates=roots), options)
-            else:
-                channel = grpc.insecure_channel(address, options=options)
+            channel = open_channel(address, max_message_bytes=self.max_message_bytes, tls=tls, ca_cert=ca_cert,
+                                   tls_server_name=tls_server_name)
         self._raw_channel = channel  # readiness is watched on the channel itself
         self._channel = grpc.intercept_channel(channel, _ApiKeyInterceptor(api_key)) if api_key else channel
         self._stub = pb_grpc.QuiverStub(self._channel)
