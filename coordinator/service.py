@@ -85,10 +85,12 @@ class CollectionStatus:
 
     @property
     def status(self) -> str:
+        """green: every shard has replication_factor active replicas answering; yellow: every
+        shard has at least one; red: some shard has none (its reads fail)."""
         up = {}
         for r in self.replicas:
             up.setdefault(r.shard_id, []).append(r.stats is not None and r.state == ACTIVE)
-        if all(all(v) for v in up.values()):
+        if all(sum(v) >= self.meta.replication_factor for v in up.values()):
             return "green"
         return "yellow" if all(any(v) for v in up.values()) else "red"
 
