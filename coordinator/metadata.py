@@ -88,7 +88,8 @@ class Metadata:
         self._ack_task: asyncio.Task | None = None
         self._ack_wanted = False
         self._inflight: dict[int, int] = {}  # revision a request was routed at -> requests in flight
-        self._published = 0
+        self._published = 0  # the revision our registration last said we had applied
+        self._needed = 0  # the newest applied change other coordinators may fence on
 
     @property
     def kind(self) -> str:
@@ -184,12 +185,21 @@ class Metadata:
         self._advance(max(e.mod_revision for e in events), ack=shared)
 
     def _advance(self, revision: int, ack: bool = True) -> None:
+        """Note that changes up to ``revision`` are applied. ``ack``: one of them matters to
+        other coordinators' fences (not just a coordinator's registration), so publish it."""
         if revision > self.revision:
             self.revision = revision
             self._advanced.set()
             self._advanced = asyncio.Event()
-            if ack:
-                self._schedule_ack()
+        if ack and revision > self._needed:
+            self._needed = revision
+            self._maybe_ack()
+
+    def _maybe_ack(self) -> None:
+        # Publishing writes the store (a new revision), so only a change that others wait
+        # for is acknowledged: acknowledging registrations would feed on itself.
+        if self._published < self._needed and self.acked_revision() > self._published:
+            self._schedule_ack()
 
     def _schedule_ack(self) -> None:
         """Publish the applied revision (coalesced: one write in flight at a time)."""
@@ -220,8 +230,8 @@ class Metadata:
             self._inflight[rev] = left
             return
         del self._inflight[rev]
-        if self._published < self.revision and self.acked_revision() > self._published:
-            self._schedule_ack()
+        if self._published < self._needed:
+            self._maybe_ack()
 
     def acked_revision(self) -> int:
         """The newest revision every request still in flight was routed with (what the fence needs:
@@ -255,7 +265,7 @@ class Metadata:
                                          [key] if new is None else [])
             if rev is not None:
                 self._apply(key, None if new is None else puts[0][1], rev)
-                self._advance(rev)
+                self._advance(rev, ack=False)  # our own change: only others need to acknowledge it
                 return new
         raise Unavailable(f"metadata key {key!r} kept changing under {CAS_ATTEMPTS} attempts to update it")
 

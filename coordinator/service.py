@@ -648,9 +648,9 @@ class Coordinator:
         with one retrieve per shard, in parallel. Winners deleted meanwhile are dropped."""
         every = with_payload or with_vector
         asked = [np.ones(len(h.ids), bool) if every else is_uuid_id(h.ids) for h in hits]
-        ask = np.unique(np.concatenate([h.ids[a] for h, a in zip(hits, asked)])) if hits else []
-        if not len(ask):
+        if not any(a.any() for a in asked):  # the common case: numeric ids, nothing to fetch
             return
+        ask = np.unique(np.concatenate([h.ids[a] for h, a in zip(hits, asked)]))
         need_payload = with_payload or bool(is_uuid_id(ask).any())
         got = await self._fetch(meta, ask, need_payload, with_vector, timeout)
         row = {i: r for r, i in enumerate(got.ids.tolist())}

@@ -213,7 +213,8 @@ def test_move_under_concurrent_writes_loses_and_duplicates_nothing(cluster, node
     assert not w.errors, w.errors
     assert done.state == "done", done.error
     t = done.transfers[0]
-    assert t.state == "done" and t.points_total >= 3000 and t.points_copied >= t.points_total
+    # points_total is the source's count when the copy began; deletes may land before the export's read
+    assert t.state == "done" and t.points_total >= 3000 and t.points_copied >= 3000, t
     assert _replicas(client, "moving")[0] == {to_node: "active"}
     _check_exact(client, "moving", w.alive, w.deleted)
     # the source's files are gone only after the switch: it no longer lists the shard

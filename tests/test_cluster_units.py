@@ -283,3 +283,27 @@ async def _coalesce(tmp_path):
         await pool.close()
         server.stop(0)
         node.close()
+
+
+def test_requests_do_not_write_the_metadata_store(tmp_path):
+    """Publishing the applied revision is for changes others fence on, not for every request:
+    a busy coordinator must not turn its own acknowledgements into a stream of store writes."""
+    import asyncio
+
+    from coordinator.metadata import Metadata
+    from coordinator.metastore import LmdbBackend
+
+    async def scenario():
+        m = Metadata(LmdbBackend(tmp_path), "local")
+        await m.start()
+        await asyncio.sleep(0.05)
+        _, before = await m.backend.range("")
+        for _ in range(200):
+            m.end(m.begin())
+            await asyncio.sleep(0)
+        await asyncio.sleep(0.05)
+        _, after = await m.backend.range("")
+        assert after == before
+        await m.close()
+
+    asyncio.run(scenario())
