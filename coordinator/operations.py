@@ -58,6 +58,8 @@ PROGRESS_EVERY = 1.0
 COPY_BATCH = 1024
 #: How long a node has to answer a health probe.
 PROBE_TIMEOUT = 2.0
+#: Repair rounds between sweeps for orphaned replicas (files no placement points to).
+ORPHAN_SWEEP_ROUNDS = 10
 
 
 def _now() -> str:
@@ -80,6 +82,8 @@ class Operations:
         self._copied: dict[tuple[str, int], int] = {}  # (op id, transfer index) -> points copied, live
         self._repair_task: asyncio.Task | None = None
         self._plan = asyncio.Lock()  # one submission is validated and recorded at a time
+        self._orphans: set[tuple[str, str, int]] = set()  # (node, collection, shard) seen orphaned last sweep
+        self._rounds = 0
 
     async def start(self) -> None:
         await self._adopt()
@@ -246,7 +250,7 @@ class Operations:
             raise AlreadyExists(f"node {address!r} is already registered")
         if not allow_unreachable:
             try:
-                await self.pool.node(address).list_shards(PROBE_TIMEOUT)
+                await self.pool.node(address).list_shards(PROBE_TIMEOUT, wait_for_ready=True)
             except QuiverError as e:
                 raise Unavailable(f"node {address!r} does not answer ({e}); start it first, or add it with "
                                   "--allow-unreachable") from None
@@ -506,6 +510,9 @@ class Operations:
                 await self._adopt()
                 if self._leader():
                     await self._repair_once()
+                    self._rounds += 1
+                    if self._rounds % ORPHAN_SWEEP_ROUNDS == 0:
+                        await self._sweep_orphans()
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # noqa: BLE001 - try again next round
@@ -533,3 +540,29 @@ class Operations:
                             if not self.busy(name, sid):
                                 await self._submit("catch-up", f"catch up shard {sid} of {name!r} on {r.node}",
                                                    [t])
+
+    async def _sweep_orphans(self) -> None:
+        """Drop replicas a node holds that no placement points to: what a node kept while it was
+        unreachable when its replica was moved away or its collection deleted. A replica must
+        look orphaned in two sweeps in a row (a transfer target exists on its node a moment
+        before the placement names it; those of running operations are skipped anyway)."""
+        seen: set[tuple[str, str, int]] = set()
+        for node in sorted(self.meta.nodes):
+            try:
+                shards = await self.pool.node(node).list_shards(PROBE_TIMEOUT)
+            except QuiverError:
+                continue
+            for st in shards:
+                name, sid = st["collection"], st["shard_id"]
+                m = self.meta.collections.get(name)
+                if m is not None and (m.state == "creating" or (sid < m.shard_number and
+                                                                 node in m.placement[sid])):
+                    continue
+                if self.busy(name, sid):
+                    continue
+                seen.add((node, name, sid))
+        for node, name, sid in sorted(seen & self._orphans):
+            log.warning("dropping an orphaned replica no placement points to",
+                        extra={"node": node, "collection": name, "shard": sid})
+            await self._drop_quietly(node, name, sid)
+        self._orphans = seen - self._orphans

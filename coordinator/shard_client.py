@@ -124,9 +124,15 @@ class NodeClient:
         return r.dropped
 
 
-    async def list_shards(self, timeout: float | None = None) -> list[dict]:
-        r = await _call(self.stub.ListShards, pb.ListShardsRequest(), timeout or self.timeout,
-                        f"listing the shards of {self.address}")
+    async def list_shards(self, timeout: float | None = None, wait_for_ready: bool = False) -> list[dict]:
+        """The node's shards and their stats. ``wait_for_ready``: wait (within the timeout) for
+        the channel to connect instead of failing at once on a node that was down a moment ago."""
+        where = f"listing the shards of {self.address}"
+        try:
+            r = await self.stub.ListShards(pb.ListShardsRequest(), timeout=timeout or self.timeout,
+                                           wait_for_ready=wait_for_ready)
+        except grpc.RpcError as e:
+            raise error_from_rpc(e, where) from None
         return [dict(convert.stats_from_proto(s), collection=s.shard.collection, shard_id=s.shard.shard_id)
                 for s in r.shards]
 

@@ -490,3 +490,41 @@ def test_coordinator_killed_during_a_transfer_resumes_it(nodes, tmp_path):
         channel.close()
         from quiver.local import terminate
         terminate([proc.pid], timeout=10)
+
+
+def test_removing_a_dead_node_copies_its_replicas_from_the_live_ones(cluster, nodes):
+    handle, client, admin = cluster
+    client.create_collection("survivor", DIM, "dot", quantization="scalar", shard_number=2, replication_factor=2)
+    ids = np.arange(2500, dtype=np.uint64)
+    client.upsert_many("survivor", ids, _hash_vectors(ids))
+    admin.AddNode(apb.AddNodeRequest(address=nodes.addresses[2]), timeout=10)
+    dead = nodes.addresses[1]
+    nodes.kill(1)
+    try:
+        op = admin.RemoveNode(apb.RemoveNodeRequest(address=dead), timeout=10)
+        done = _wait_op(admin, op.id)
+        assert done.state == "done", done.error
+        assert all(set(reps) == {nodes.addresses[0], nodes.addresses[2]} and set(reps.values()) == {"active"}
+                   for reps in _replicas(client, "survivor").values())
+        assert dead not in {n.address for n in admin.ListNodes(apb.ListNodesRequest(), timeout=10).nodes}
+        nodes.kill(0)  # the new replicas alone hold everything
+        try:
+            assert client.count("survivor") == 2500
+            got = client.get("survivor", ids, with_payload=False, with_vector=True)
+            order = np.argsort(np.asarray(got.ids, np.uint64))
+            np.testing.assert_allclose(got.vectors[order], _hash_vectors(ids), rtol=1e-6)
+        finally:
+            nodes.restart(0)
+    finally:
+        nodes.restart(1)
+    # back, the node still holds its old replicas' files: once registered again, the
+    # orphan sweep drops them (so a new collection of that name can be placed there)
+    from quiver.v1 import shard_node_pb2, shard_node_pb2_grpc
+    admin.AddNode(apb.AddNodeRequest(address=dead), timeout=10)
+
+    def leftovers():
+        with grpc.insecure_channel(dead) as ch:
+            listed = shard_node_pb2_grpc.ShardNodeStub(ch).ListShards(shard_node_pb2.ListShardsRequest(), timeout=10)
+        return [s.shard.collection for s in listed.shards if s.shard.collection == "survivor"]
+
+    _wait(lambda: not leftovers(), 30, "the orphan sweep")
