@@ -177,6 +177,25 @@ class Writer(threading.Thread):
             self.batches += 1
 
 
+def _move_while_writing(admin, writer_client, name: str, base: np.ndarray, from_node: str, to_node: str,
+                        start_id: int) -> tuple[Writer, apb.Operation]:
+    """Move shard 0 of ``name`` while a Writer (on ``writer_client``) upserts and deletes, from
+    before the move starts until after it switched; returns the stopped writer and the operation."""
+    w = Writer(writer_client, name, start_id)
+    w.alive.update(base.tolist())
+    w.start()
+    _wait(lambda: w.batches >= 3 or w.errors, 30, "the writer to start")
+    op = admin.MoveShard(apb.MoveShardRequest(collection=name, shard_id=0, from_node=from_node, to_node=to_node),
+                         timeout=10)
+    done = _wait_op(admin, op.id)
+    n = w.batches
+    _wait(lambda: w.batches >= n + 3 or w.errors, 30, "writes after the switch")
+    w.stop_flag.set()
+    w.join(30)
+    assert not w.errors, w.errors
+    return w, done
+
+
 def _check_exact(client, name: str, alive: set[int], deleted: set[int]) -> None:
     """The collection holds exactly ``alive`` (none lost, none extra), each with its own vector."""
     want = np.array(sorted(alive), np.uint64)
@@ -199,18 +218,7 @@ def test_move_under_concurrent_writes_loses_and_duplicates_nothing(cluster, node
     (from_node,) = src
     to_node = next(a for a in nodes.addresses if a not in src)
 
-    w = Writer(client, "moving", 100_000)
-    w.alive.update(base.tolist())
-    w.start()
-    _wait(lambda: w.batches >= 3 or w.errors, 30, "the writer to start")
-    op = admin.MoveShard(apb.MoveShardRequest(collection="moving", shard_id=0, from_node=from_node,
-                                              to_node=to_node), timeout=10)
-    done = _wait_op(admin, op.id)
-    n_at_switch = w.batches
-    _wait(lambda: w.batches >= n_at_switch + 3 or w.errors, 30, "writes after the switch")
-    w.stop_flag.set()
-    w.join(30)
-    assert not w.errors, w.errors
+    w, done = _move_while_writing(admin, client, "moving", base, from_node, to_node, 100_000)
     assert done.state == "done", done.error
     t = done.transfers[0]
     # points_total is the source's count when the copy began; deletes may land before the export's read
@@ -415,18 +423,8 @@ def test_two_coordinators_over_etcd_share_collections_and_transfers(nodes, tmp_p
         src = _replicas(ca, "shared")[0]
         (from_node,) = src
         to_node = next(a for a in nodes.addresses if a not in src and a not in _replicas(ca, "shared")[1])
-        w = Writer(cb, "shared", 200_000)
-        w.alive.update(base.tolist())
-        w.start()
-        _wait(lambda: w.batches >= 3 or w.errors, 30, "the writer to start")
-        op = admin_a.MoveShard(apb.MoveShardRequest(collection="shared", shard_id=0, from_node=from_node,
-                                                    to_node=to_node), timeout=10)
-        assert _wait_op(admin_a, op.id).state == "done"
-        n = w.batches
-        _wait(lambda: w.batches >= n + 3 or w.errors, 30, "writes after the switch")
-        w.stop_flag.set()
-        w.join(30)
-        assert not w.errors, w.errors
+        w, done = _move_while_writing(admin_a, cb, "shared", base, from_node, to_node, 200_000)
+        assert done.state == "done", done.error
         _wait(lambda: _replicas(cb, "shared")[0] == {to_node: "active"}, 10, "B to see the switch")
         _check_exact(ca, "shared", w.alive, w.deleted)
         _check_exact(cb, "shared", w.alive, w.deleted)
