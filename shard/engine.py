@@ -32,7 +32,7 @@ from typing import Callable
 import numpy as np
 
 from shard.config import CollectionConfig, oversampled_top
-from shard.errors import AlreadyExists, InvalidArgument, NotFound
+from shard.errors import AlreadyExists, InvalidArgument, NotFound, ResourceExhausted
 from shard.index import ivf
 from shard.index.code_store import CodeStore
 from shard.kernels.exact import dot_rows, dot_rows_indexed, half_sqnorms
@@ -257,7 +257,12 @@ class ShardEngine:
             ic = self.config.index
             if codes.n >= index.trained_n * ic.retrain_growth or (
                     index.nlist == 1 and ic.full_scan_threshold and codes.n >= ic.full_scan_threshold):
-                self._retrain()
+                try:
+                    self._retrain()
+                except ResourceExhausted as e:
+                    # the batch is committed and served by the old index: failing the call
+                    # would tell the client "nothing was kept"; the next write retries
+                    log.warning("shard %s could not retrain after a write (kept): %s", self.path, e)
             elif len(ids) >= TRIM_AFTER_BATCH:
                 release_free_memory()
 

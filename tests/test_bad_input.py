@@ -8,23 +8,22 @@ message that says what is wrong, and that the cluster's state is unchanged
 afterwards: the collection list, the probe collection's point count per shard,
 and the probe points' payloads and vectors.
 
-``QUIVER_WRITE_RELIABILITY=1`` writes ``tests/RELIABILITY.md`` from the run:
+``QUIVER_WRITE_RELIABILITY=1`` writes its section of ``tests/RELIABILITY.md`` from the run:
 every input, the status and message the cluster answered with, and the data lost.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
 
+import reliability_doc
 from quiver.v1 import common_pb2, quiver_pb2 as pb
 
 DIM = 8
@@ -394,23 +393,18 @@ def test_payload_at_the_depth_limit_is_accepted(stub, probe):
 def reliability_report():
     """Write tests/RELIABILITY.md from the table's results (QUIVER_WRITE_RELIABILITY=1, full table only)."""
     yield
-    if os.environ.get("QUIVER_WRITE_RELIABILITY") != "1" or len(_RESULTS) != len(CASES):
+    if not reliability_doc.enabled() or len(_RESULTS) != len(CASES):
         return
-    write_reliability(Path(__file__).with_name("RELIABILITY.md"))
+    write_reliability()
 
 
-def _cell(text: str, limit: int = 160) -> str:
-    text = text.replace("|", "\\|").replace("\n", " ")
-    half = limit // 2
-    return text if len(text) <= limit else f"{text[:half]} … {text[-half:]}"
+_cell = reliability_doc.cell
 
 
-def write_reliability(path: Path) -> None:
+def write_reliability() -> None:
+    """This module's section of tests/RELIABILITY.md (``tests/reliability_doc.py``)."""
     lines = [
-        "# Reliability: bad input through the public API",
-        "",
-        "Produced by `QUIVER_WRITE_RELIABILITY=1 .venv/bin/python -m pytest tests/test_bad_input.py` "
-        "(do not edit by hand).",
+        "## Bad input through the public API",
         "",
         f"A live cluster (coordinator + 2 shard-node processes, messages capped at {MAX_MESSAGE_MB} MiB) gets "
         "each input through the raw generated stubs. After every case the test checks that nothing changed: "
@@ -436,7 +430,7 @@ def write_reliability(path: Path) -> None:
         lines.append(f"| {i} | {_cell(c.name)} | {c.method} | `{code}` | {_cell(shown, 260)} | none |")
     lines += [
         "",
-        "## What these cases found (fixed with them)",
+        "### What these cases found (fixed with them)",
         "",
         "- A payload nested 10,000 deep made the JSON parser raise RecursionError: INTERNAL. Now refused "
         f"above {PAYLOAD_DEPTH_LIMIT} levels with INVALID_ARGUMENT (`coordinator/service.py`).",
@@ -452,7 +446,7 @@ def write_reliability(path: Path) -> None:
         "field) failed inside gRPC's deserializer and came back UNKNOWN. Every server now guards its "
         "deserializers (`quiver/serving.py`): INVALID_ARGUMENT.",
     ]
-    path.write_text("\n".join(lines) + "\n")
+    reliability_doc.write_section("bad-input", lines)
 
 
 def test_status_messages_are_clipped_in_the_middle():

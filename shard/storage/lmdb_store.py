@@ -34,6 +34,8 @@ from shard.rwlock import RWLock
 
 DEFAULT_MAP_SIZE = 256 << 20
 MAX_MAP_SIZE = 1 << 40
+#: A failed write with less than this free on the store's filesystem is a full disk.
+LOW_DISK_BYTES = 4 << 20
 _first = itemgetter(0)
 _second = itemgetter(1)
 
@@ -88,8 +90,13 @@ class LmdbVectorStore:
                 with self.map_guard.exclusive(), self._exclusive():
                     self.env.set_mapsize(size * 2)
                     self.map_generation += 1
-            except lmdb.DiskError as e:  # ENOSPC and friends
-                raise ResourceExhausted(f"disk full or failing under {self.path}: {e}; "
+            except lmdb.Error as e:
+                # ENOSPC is DiskError; but a write that runs out of room part way through a
+                # page flush is a short write, which LMDB reports as EIO (a plain lmdb.Error)
+                if not isinstance(e, lmdb.DiskError) and self.free_disk_bytes() >= LOW_DISK_BYTES:
+                    raise
+                raise ResourceExhausted(f"disk full or failing under {self.path}: {e} "
+                                        f"({self.free_disk_bytes() >> 10} KiB free); "
                                         "nothing from this write was kept") from None
 
     def put_points(self, ids: np.ndarray, vectors: np.ndarray, payloads: list[bytes | None] | None,
@@ -267,6 +274,11 @@ class LmdbVectorStore:
         recs = np.frombuffer(vals, np.uint8).reshape(len(ids), record_bytes) if record_bytes else \
             np.zeros((len(ids), 0), np.uint8)
         return ids, recs
+
+    def free_disk_bytes(self) -> int:
+        """Bytes free for this process on the filesystem holding the store."""
+        st = os.statvfs(self.path)
+        return int(st.f_bavail * st.f_frsize)
 
     def disk_bytes(self) -> int:
         info = self.env.info()
