@@ -105,11 +105,11 @@ class QuiverServicer(pb_grpc.QuiverServicer):
     @rpc
     async def Search(self, request, context):
         queries = convert.vectors_from_proto(request.vectors, "query vectors")
-        results, answered, total = await self.coord.search(request.collection, queries,
+        results, answered, total, missing = await self.coord.search(request.collection, queries,
                                                      convert.search_spec_from_proto(request),
                                                      context.time_remaining())
         return pb.SearchResponse(results=[_points(r) for r in results], shards_answered=answered,
-                                 shards_total=total)
+                                 shards_total=total, missing_shards=missing)
 
 
 async def create_server(address: str, coordinator: Coordinator, *, metrics: RpcMetrics | None = None,

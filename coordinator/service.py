@@ -589,8 +589,9 @@ class Coordinator:
     # ------------------------------------------------------------- search
 
     async def search(self, name: str, queries: np.ndarray, spec: SearchSpec,
-                     timeout: float | None = None) -> tuple[list[Points], int, int]:
-        """Search every shard in parallel and merge: (hits per query, shards answered, shards total)."""
+                     timeout: float | None = None) -> tuple[list[Points], int, int, list[str]]:
+        """Search every shard in parallel and merge: (hits per query, shards answered, shards
+        total, why each missing shard is missing: only with allow_partial)."""
         meta = self._meta(name)
         if queries.ndim != 2 or len(queries) == 0:
             raise InvalidArgument("give at least one query vector")
@@ -640,7 +641,8 @@ class Coordinator:
         elif not spec.with_payload:
             await self._fetch_for_winners(meta, hits, False, False, timeout)  # UUID strings only, if any
         return [self._with_uuids(h, spec.with_payload) if h.payloads is not None else
-                Points(h.ids, None, h.scores, None, h.vectors) for h in hits], len(answered), total
+                Points(h.ids, None, h.scores, None, h.vectors) for h in hits], len(answered), total, \
+            [str(got[s]) for s in range(total) if isinstance(got[s], QuiverError)]
 
     async def _fetch_for_winners(self, meta: CollectionMeta, hits: list[ShardPoints], with_payload: bool,
                                  with_vector: bool, timeout: float | None) -> None:

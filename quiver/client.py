@@ -51,6 +51,8 @@ class ScoredPoints:
     vectors: np.ndarray | None = None
     shards_answered: int = 0
     shards_total: int = 0
+    #: with allow_partial: why each shard that did not answer is missing (it names the shard)
+    missing_shards: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -390,5 +392,5 @@ class Client:
                 _ids_out(res.ids), np.array(res.scores, np.float32),
                 _payloads_out(res.payloads) if with_payload else None,
                 convert.vectors_from_proto(res.vectors).copy() if with_vector else None,
-                r.shards_answered, r.shards_total))
+                r.shards_answered, r.shards_total, tuple(r.missing_shards)))
         return out

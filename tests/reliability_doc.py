@@ -1,8 +1,8 @@
 """``tests/RELIABILITY.md`` is written from test runs, one section per test module.
 
-``QUIVER_WRITE_RELIABILITY=1`` makes ``tests/test_faults.py`` and
-``tests/test_bad_input.py`` each replace their own section (between
-``<!-- name -->`` and ``<!-- /name -->``) and keep the others, so either file
+``QUIVER_WRITE_RELIABILITY=1`` makes ``tests/test_faults.py``,
+``tests/test_cluster_management.py`` and ``tests/test_bad_input.py`` each replace their own section (between
+``<!-- name -->`` and ``<!-- /name -->``) and keep the others, so each file
 can be run alone.
 """
 
@@ -13,9 +13,9 @@ import re
 from pathlib import Path
 
 PATH = Path(__file__).with_name("RELIABILITY.md")
-SECTIONS = ("faults", "bad-input")  # in the document's order
+SECTIONS = ("faults", "management", "bad-input")  # in the document's order
 COMMAND = ("QUIVER_WRITE_RELIABILITY=1 NUMBA_CACHE_DIR=.numba-cache .venv/bin/python -m pytest "
-           "tests/test_faults.py tests/test_bad_input.py")
+           "tests/test_faults.py tests/test_cluster_management.py tests/test_bad_input.py")
 HEADER = [
     "# Reliability",
     "",

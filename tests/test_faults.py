@@ -323,6 +323,8 @@ def test_search_in_flight_when_its_node_dies_fails_fast(nodes, coordinator):
         partial, t_partial = out["partial"]
         assert not isinstance(partial, Exception), partial
         assert (partial.shards_answered, partial.shards_total) == (1, 2) and len(partial) == 10
+        (missing,) = partial.missing_shards  # the response names the shard that did not answer
+        assert "shard" in missing and nodes.addresses[victim] in missing and "'inflight'" in missing
         assert set(np.asarray(partial.ids).tolist()) <= set(range(2000))
         assert since_kill < 2.0, since_kill  # the shard timeout is 20 s
 
@@ -335,8 +337,8 @@ def test_search_in_flight_when_its_node_dies_fails_fast(nodes, coordinator):
             f"Both in-flight searches returned {since_kill * 1000:.0f} ms after the kill: the strict one "
             f"`UNAVAILABLE` (\"{reliability_doc.cell(msg, 120)}\"), the `allow_partial` one the other shard's "
             f"10 hits with shards_answered=1, shards_total=2 ({len(kept)} of the full top 10). A search after the "
-            f"death failed in {t_after * 1000:.0f} ms. The response counts the shards but does not say which "
-            "are missing (the strict error and the coordinator's `partial search` log line name them).",
+            f"death failed in {t_after * 1000:.0f} ms. The partial response names the missing shard in "
+            f"`missing_shards` (\"{reliability_doc.cell(missing, 120)}\").",
             "none (reads only)",
         )
     finally:

@@ -339,11 +339,13 @@ class ScoredPoints(_message.Message):
     def __init__(self, ids: _Optional[_Union[PointIds, _Mapping]] = ..., scores: _Optional[_Iterable[float]] = ..., payloads: _Optional[_Iterable[bytes]] = ..., vectors: _Optional[_Union[_common_pb2.Vectors, _Mapping]] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
-    __slots__ = ("results", "shards_answered", "shards_total")
+    __slots__ = ("results", "shards_answered", "shards_total", "missing_shards")
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     SHARDS_ANSWERED_FIELD_NUMBER: _ClassVar[int]
     SHARDS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    MISSING_SHARDS_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[ScoredPoints]
     shards_answered: int
     shards_total: int
-    def __init__(self, results: _Optional[_Iterable[_Union[ScoredPoints, _Mapping]]] = ..., shards_answered: _Optional[int] = ..., shards_total: _Optional[int] = ...) -> None: ...
+    missing_shards: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, results: _Optional[_Iterable[_Union[ScoredPoints, _Mapping]]] = ..., shards_answered: _Optional[int] = ..., shards_total: _Optional[int] = ..., missing_shards: _Optional[_Iterable[str]] = ...) -> None: ...
