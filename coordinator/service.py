@@ -150,9 +150,10 @@ def _depth_exceeds(value, limit: int) -> bool:
 class ShardSet:
     """One collection's replicas as clients, per shard: who serves reads, who takes writes."""
 
-    __slots__ = ("readers", "writers")
+    __slots__ = ("meta", "readers", "writers")
 
     def __init__(self, meta: CollectionMeta, pool: NodePool):
+        self.meta = meta
         self.readers: list[list[RemoteShard]] = []
         self.writers: list[list[RemoteShard]] = []
         for sid, reps in enumerate(meta.replicas):
@@ -233,9 +234,11 @@ class Coordinator:
         return meta
 
     def _set_of(self, meta: CollectionMeta) -> ShardSet:
+        """The collection's replicas as clients, from its current record (``meta`` may be one a
+        request fetched before an await: a stale copy must not be cached as the routing)."""
         st = self._sets.get(meta.name)
         if st is None:
-            st = self._sets[meta.name] = ShardSet(meta, self.pool)
+            st = self._sets[meta.name] = ShardSet(self.meta.collections.get(meta.name, meta), self.pool)
         return st
 
     def _shards(self, meta: CollectionMeta) -> list[list[RemoteShard]]:
@@ -432,7 +435,8 @@ class Coordinator:
         (before the acknowledgement, so they serve no stale reads) and caught
         up later. Returns shard -> outcome per writing replica.
         """
-        writers = self._set_of(meta).writers
+        st = self._set_of(meta)
+        writers, meta = st.writers, st.meta
         outcomes = await write_shards(writers, call, routes)
         dead, error = [], None
         for s, per in outcomes.items():
