@@ -328,8 +328,10 @@ class EtcdBackend(MetaBackend):
             finally:
                 self._streams.discard(call)
                 call.cancel()
-            # keep trying while the lease may still be alive; after its ttl it cannot be
-            if failing_since is not None and loop.time() - failing_since > max(ttl, self.reconnect_timeout):
+            # Give up before etcd can have expired it (the last renewal was at most ttl/3 before the
+            # first failure): a holder that believes in a lease etcd has dropped is the unsafe case
+            # (coordinators stop waiting for it while it still routes writes).
+            if failing_since is not None and loop.time() - failing_since > ttl * 2 / 3:
                 log.error("etcd lease %x: no endpoint of %s answered for %g s; giving up", lease,
                           ", ".join(self.endpoints), loop.time() - failing_since)
                 self._lease_lost(lease)

@@ -88,6 +88,8 @@ class Metadata:
         self._ack_task: asyncio.Task | None = None
         self._ack_wanted = False
         self._inflight: dict[int, int] = {}  # revision a request was routed at -> requests in flight
+        self.suspended = False  # our registration lapsed: take no writes until re-registered
+        self._rejoin: asyncio.Task | None = None
         self._published = 0  # the revision our registration last said we had applied
         self._needed = 0  # the newest applied change other coordinators may fence on
 
@@ -104,12 +106,47 @@ class Metadata:
         for kv in kvs:
             self._apply(kv.key, kv.value, kv.mod_revision)
         self.revision = rev
+        if hasattr(self.backend, "on_lease_lost"):
+            self.backend.on_lease_lost = self._lease_lost
         self._lease = await self.backend.grant_lease(LEASE_TTL)
         await self._register()
         self._watch_task = asyncio.ensure_future(self._watch(rev + 1))
 
+    def _lease_lost(self, lease: int) -> None:
+        """Our registration is gone (or may be): other coordinators no longer wait for us in their
+        fences, so a write we route could miss a replica they just added. Refuse writes until we
+        hold a new lease and have reloaded everything."""
+        if lease != self._lease or self.suspended:
+            return
+        log.error("this coordinator's registration in the metadata store lapsed; refusing writes until it "
+                  "re-registers", extra={"coordinator_id": self.id})
+        self.suspended = True
+        self._rejoin = asyncio.ensure_future(self._reregister())
+
+    async def _reregister(self) -> None:
+        while True:
+            try:
+                self._lease = await self.backend.grant_lease(LEASE_TTL)
+                kvs, rev = await self.backend.range("")
+                keep = {kv.key for kv in kvs}
+                for key in [k for k in self._mod if k not in keep and self._held(k)]:
+                    self._apply(key, None, rev)
+                for kv in kvs:
+                    self._apply(kv.key, kv.value, kv.mod_revision)
+                self._advance(rev, ack=False)
+                self._needed = max(self._needed, rev)
+                await self._register()
+                self.suspended = False
+                log.info("coordinator re-registered in the metadata store", extra={"coordinator_id": self.id})
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - the store is still unreachable: try again
+                log.warning("re-registering failed; retrying", extra={"error": str(e)})
+                await asyncio.sleep(1.0)
+
     async def close(self) -> None:
-        for t in (self._watch_task, self._ack_task):
+        for t in (self._watch_task, self._ack_task, self._rejoin):
             if t is not None:
                 t.cancel()
                 try:

@@ -435,6 +435,9 @@ class Coordinator:
         (before the acknowledgement, so they serve no stale reads) and caught
         up later. Returns shard -> outcome per writing replica.
         """
+        if self.meta.suspended:
+            raise Unavailable("this coordinator lost its registration in the metadata store (etcd unreachable?) "
+                              "and takes no writes until it re-registers; retry, or use another coordinator")
         st = self._set_of(meta)
         writers, meta = st.writers, st.meta
         outcomes = await write_shards(writers, call, routes)

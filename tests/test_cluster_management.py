@@ -585,3 +585,53 @@ def test_removing_a_dead_node_copies_its_replicas_from_the_live_ones(cluster, no
                           "original node killed too, the new replicas alone held all 2,500 points. When the "
                           "removed node came back and was added again, the orphan sweep dropped the files it "
                           "had kept.", "none")
+
+
+def test_a_coordinator_whose_etcd_lease_lapses_refuses_writes_until_it_re_registers(nodes, tmp_path,
+                                                                                    cluster_helpers, etcd_server):
+    """Other coordinators stop waiting for one whose lease is gone, so it must not route writes
+    on metadata it may have missed; it re-registers (new lease, full reload) and writes again."""
+    import uuid
+
+    from coordinator.etcd import EtcdBackend
+    from shard.errors import Unavailable
+
+    nodes.ensure_up()
+    prefix = f"/quiver-test-{uuid.uuid4().hex[:8]}/"
+    h = cluster_helpers[0](tmp_path / "coord", nodes.addresses[:2],
+                           metadata_factory=lambda: EtcdBackend(etcd_server.endpoint, prefix=prefix))
+    c = Client(h.address, timeout=30)
+    try:
+        c.create_collection("leased", DIM, "dot", quantization="none", shard_number=1)
+        ids = np.arange(10, dtype=np.uint64)
+        c.upsert("leased", ids, _hash_vectors(ids))
+        meta = h.coordinator.meta
+        old = meta._lease
+
+        async def revoke():  # what etcd does to a lease nobody renewed in time
+            other = EtcdBackend(etcd_server.endpoint, prefix=prefix)
+            try:
+                await other.revoke_lease(old)
+            finally:
+                await other.close()
+
+        h.loop.run(revoke())
+        _wait(lambda: meta._lease != old and not meta.suspended, 15, "the coordinator to re-register")
+        assert meta.id in meta.coordinators  # registered again, under the new lease
+
+        h.loop.run(_set(meta, suspended=True))  # while it is out: writes refused, reads still served
+        with pytest.raises(Unavailable, match="registration"):
+            c.upsert("leased", ids, _hash_vectors(ids))
+        assert c.count("leased") == 10
+        h.loop.run(_set(meta, suspended=False))
+        c.upsert("leased", ids + np.uint64(10), _hash_vectors(ids + np.uint64(10)))
+        assert c.count("leased") == 20
+        c.delete_collection("leased")
+    finally:
+        c.close()
+        h.close()
+
+
+async def _set(obj, **fields):
+    for k, v in fields.items():
+        setattr(obj, k, v)
