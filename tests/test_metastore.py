@@ -230,7 +230,10 @@ def test_close_is_clean(make_backend):
         await asyncio.wait_for(w.task, 5)  # the watch ends, without an error
         assert w.error is None
         await b.close()  # twice is fine
-        assert asyncio.all_tasks() == before  # no watch or keep-alive left behind
+        # no watch or keep-alive of ours left behind (gRPC's own call housekeeping may still be
+        # finishing for a moment after its channel closed: not ours to wait for)
+        leftover = {t for t in asyncio.all_tasks() - before if "_cygrpc" not in repr(t)}
+        assert not leftover, leftover
 
     run(go())
 
