@@ -103,11 +103,44 @@ class IndexConfig:
 
 
 @dataclass(frozen=True)
+class HnswConfig:
+    """Optional HNSW graph over the codes, replacing the IVF probe as the
+    candidate step (the IVF centroids stay: they centre the residual codes).
+
+    Engine-only for now (not in the gRPC IndexConfig), and int8 scalar codes
+    only: the graph scores a node through the affine view of its code.
+    m: links per node on the upper levels (2m on level 0);
+    ef_construct: beam width while inserting;
+    ef: default beam width of a search (``effort`` overrides per query; the
+        beam is never narrower than the candidates wanted);
+    rebuild_deleted: the graph is rebuilt from the codes when deleted nodes
+        (kept for navigation) exceed this fraction of it.
+    """
+
+    m: int = 16
+    ef_construct: int = 100
+    ef: int = 128
+    rebuild_deleted: float = 0.25
+
+    def __post_init__(self) -> None:
+        if not (2 <= self.m <= 128):
+            raise InvalidArgument("hnsw m must be in [2, 128]")
+        if not (1 <= self.ef_construct <= 4096):
+            raise InvalidArgument("hnsw ef_construct must be in [1, 4096]")
+        if not (1 <= self.ef <= 65_536):
+            raise InvalidArgument("hnsw ef must be in [1, 65536]")
+        if not (0.0 < float(self.rebuild_deleted) <= 1.0):
+            raise InvalidArgument("hnsw rebuild_deleted must be in (0, 1]")
+
+
+@dataclass(frozen=True)
 class CollectionConfig:
     dim: int
     distance: str = "cosine"
     quantization: QuantizationConfig = field(default_factory=QuantizationConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
+    #: None: candidates from the IVF probe (the default); set: from an HNSW graph
+    hnsw: HnswConfig | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.dim, int) or not (1 <= self.dim <= MAX_DIMENSION):
@@ -117,9 +150,14 @@ class CollectionConfig:
             raise InvalidArgument(
                 f"binary quantization supports up to {MAX_BINARY_DIMENSION} dimensions (its random rotation "
                 f"is a dense d x d matrix), got {self.dim}; use scalar or product quantization")
+        if self.hnsw is not None and self.quantization.kind != "scalar":
+            raise InvalidArgument(f"an hnsw index needs scalar quantization, got {self.quantization.kind!r}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if self.hnsw is None:  # keep IVF configs byte-identical to before the option existed
+            del d["hnsw"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "CollectionConfig":
@@ -128,6 +166,7 @@ class CollectionConfig:
             distance=d.get("distance", "cosine"),
             quantization=QuantizationConfig(**d.get("quantization", {})),
             index=IndexConfig(**d.get("index", {})),
+            hnsw=HnswConfig(**d["hnsw"]) if d.get("hnsw") else None,
         )
 
 

@@ -4,7 +4,8 @@ A search runs in three steps, each in one place:
 
 1. candidates on the codes (``_candidates``): the probed lists of the IVF
    index are scanned by the quantizer's numba kernel, keeping
-   ``ceil(limit * oversampling)`` per query;
+   ``ceil(limit * oversampling)`` per query (with ``config.hnsw`` set, an
+   HNSW graph over the same codes finds them instead: ``_graph_candidates``);
 2. rescoring (``_rescore``): those candidates' originals are read from LMDB in
    one read transaction and scored exactly;
 3. rerank: candidates sorted by exact score; the shard returns all of them (the
@@ -33,7 +34,7 @@ import numpy as np
 
 from shard.config import CollectionConfig, oversampled_top
 from shard.errors import AlreadyExists, InvalidArgument, NotFound, ResourceExhausted
-from shard.index import ivf
+from shard.index import hnsw, ivf
 from shard.index.code_store import CodeStore
 from shard.kernels.exact import dot_rows, dot_rows_indexed, half_sqnorms
 from shard.memory import release_free_memory, tune_malloc
@@ -178,13 +179,24 @@ class ShardEngine:
         codes.load_records(ids, recs)
         codes.refresh()
         del ids, recs
+        if self.config.hnsw is not None:
+            blob = self.store.get_meta("graph")
+            if blob is None or not hnsw.load_graph(codes, blob):
+                self._rebuild_graph(index, codes)
         release_free_memory()
         self._index, self._codes = index, codes
         log.info("opened shard %s: %d points, %d lists", self.path, codes.n, index.nlist)
 
     def close(self) -> None:
-        with self._write_lock, self._rw.exclusive():
-            self.store.close()
+        with self._write_lock:
+            if self.config.hnsw is not None and self._codes is not None and not getattr(self.store, "closed", False):
+                # reopening restores this graph if the codes still match (else rebuilds it)
+                try:
+                    self.store.put_meta({"graph": hnsw.save_graph(self._codes)})
+                except Exception as e:  # the graph is a cache of the codes: closing must not fail on it
+                    log.warning("shard %s: hnsw graph not saved (%s); the next open rebuilds it", self.path, e)
+            with self._rw.exclusive():
+                self.store.close()
 
     def __enter__(self):
         return self
@@ -253,6 +265,10 @@ class ShardEngine:
             self.store.put_points(ids, x, blobs, codes.make_records(lists, code, factors, hsq), meta)
             with self._rw.exclusive():
                 codes.upsert(ids, lists, code, factors, hsq)
+                if self.config.hnsw is not None:
+                    # the graph mutates in place: searches wait (~0.3 ms a point)
+                    off, b = hnsw.affine_view(index.centroids, index.quantizer)
+                    hnsw.link(codes, codes.slots_of(ids), x, hsq, off, b, self.use_sqnorm)
                 self._index, self._codes = index, codes
             ic = self.config.index
             if codes.n >= index.trained_n * ic.retrain_growth or (
@@ -276,6 +292,9 @@ class ShardEngine:
             if self._codes is not None:
                 with self._rw.exclusive():
                     self._codes.delete(ids[found])
+                hc = self.config.hnsw
+                if hc is not None and self._codes.graph.deleted_fraction(self._codes.n) > hc.rebuild_deleted:
+                    self._rebuild_graph(self._index, self._codes)
             return int(found.sum())
 
     # -- training -------------------------------------------------------
@@ -283,8 +302,21 @@ class ShardEngine:
         q = index.quantizer
         if q is None:
             return CodeStore(0, np.uint8, 0, index.nlist)
+        hc = self.config.hnsw
+        if hc is not None:
+            return hnsw.GraphCodeStore(q.code_width, q.code_dtype, q.n_factors, index.nlist, m=hc.m,
+                                       ef_construct=hc.ef_construct, seed=self.config.quantization.seed)
         return CodeStore(q.code_width, q.code_dtype, q.n_factors, index.nlist,
                          column_major=getattr(q, "column_major", False))
+
+    def _rebuild_graph(self, index: _Index, codes) -> None:
+        """A fresh graph over the live codes, built beside the old one (which
+        searches keep using), then swapped in. Runs under the write lock."""
+        off, b = hnsw.affine_view(index.centroids, index.quantizer)
+        graph = hnsw.rebuild(codes, off, b, self.use_sqnorm)
+        with self._rw.exclusive():
+            codes.graph = graph
+        log.info("shard %s: hnsw graph rebuilt over %d points", self.path, codes.n)
 
     def _train(self, sample: np.ndarray, n_total: int) -> _Index:
         """Train centroids and quantizer on a sample (m, d) for a shard of n_total points."""
@@ -352,6 +384,14 @@ class ShardEngine:
         self.store.put_meta(self._index_meta(index), code_records=(ids, recs.view(np.uint8).reshape(len(ids), -1)))
         codes.load_records(ids, recs)
         codes.refresh()
+        hc = self.config.hnsw
+        if hc is not None:
+            old = self._codes
+            if old.graph.deleted_fraction(old.n) <= hc.rebuild_deleted:
+                codes.graph = hnsw.carry_over(old, codes)  # the points did not move: keep their links
+            else:
+                off, b = hnsw.affine_view(index.centroids, index.quantizer)
+                codes.graph = hnsw.rebuild(codes, off, b, self.use_sqnorm)
         with self._rw.exclusive():
             self._index, self._codes = index, codes
         del all_recs, recs
@@ -411,6 +451,16 @@ class ShardEngine:
             with self.store.read_txn() as txn:
                 if exact:
                     ids, ranks = self._exact_scan(txn, Q, k)
+                elif self.config.hnsw is not None:
+                    ef = int(effort) if effort else self.config.hnsw.ef
+                    if ignore:  # originals only: rescore the whole beam
+                        ids, ranks = self._graph_candidates(index, codes, Q, max(ef, k), max(ef, k))
+                        ids, ranks = self._rescore(txn, Q, ids)
+                        ids, ranks = [i[:k] for i in ids], [r[:k] for r in ranks]
+                    else:
+                        ids, ranks = self._graph_candidates(index, codes, Q, k, ef)
+                        if rescore:
+                            ids, ranks = self._rescore(txn, Q, ids)
                 else:
                     probes = self._probes(index, codes, Q, k, effort)
                     if index.quantizer is None or ignore:
@@ -444,6 +494,18 @@ class ShardEngine:
         out_i = np.full((len(Q), k), -1, np.int64)
         counts = index.quantizer.scan(prepared, base, probe, offsets, members, codes.codes, codes.factors,
                                       codes.half_sqnorm, self.use_sqnorm, out_s, out_i)
+        return ([codes.slot_ids[out_i[i, :c]] for i, c in enumerate(counts)],
+                [out_s[i, :c] for i, c in enumerate(counts)])
+
+    def _graph_candidates(self, index: _Index, codes, Q, k, ef):
+        """Step 1 through the HNSW graph: top-k per query on the codes, with a
+        beam of max(ef, k). Returns lists of (ids, approx ranks)."""
+        prepared, const = index.quantizer.prepare(Q)
+        base = np.ascontiguousarray(Q @ index.centroids.T + const[:, None], np.float32)
+        out_s = np.full((len(Q), k), -np.inf, np.float32)
+        out_i = np.full((len(Q), k), -1, np.int64)
+        counts = codes.graph.search(prepared, base, codes.list_of_slot, codes.codes, codes.half_sqnorm,
+                                    self.use_sqnorm, max(int(ef), k), out_s, out_i)
         return ([codes.slot_ids[out_i[i, :c]] for i, c in enumerate(counts)],
                 [out_s[i, :c] for i, c in enumerate(counts)])
 

@@ -1,0 +1,480 @@
+"""Kernels for a hierarchical navigable small-world graph (HNSW) over codes.
+
+Nodes are code slots. Level 0 holds every node with up to ``M0`` links
+(``links0`` (cap, M0) int32, ``deg0`` (cap,) int32); levels 1.. hold the
+nodes drawn that high, at most ``M`` links each, in ``up`` (maxL, rows, M)
+int32 / ``updeg`` (maxL, rows) int32, a node's row being ``up_row[node]``.
+``state`` (2,) int64 is (entry node, top level), -1 for an empty graph.
+
+Scoring is "higher is better" throughout. A node v is scored against a float
+vector p through an affine view of its code, ``x_v = off[l_v] + b * codes[v]``
+with ``l_v = lists[v]`` the node's list (its IVF centroid):
+
+    score(p, v) = <p, off[l_v]> + sum_j (p_j b_j) codes[v, j]  [- hsq[v] for euclid]
+
+so ``pb = p * b`` and ``base = off @ p`` (nlist,) are prepared once per vector:
+for the engine's int8 scalar codes of residuals ``off = centroids + lo``,
+``b = step`` and ``base`` is exactly the engine's ``<c_l, q> + <q, lo>``. The
+same source compiles for float32 rows (off = 0, b = 1: the originals), which
+is how a build on the originals and one on the codes share one kernel.
+``graph_search_lut`` walks the same graph scoring product codes by lookup table.
+
+Deleted nodes stay in the graph and are traversed, but never returned.
+The visited set is a reusable uint32 array with a generation counter
+(``gen`` (1,) uint32), so a search touches only what it visits.
+"""
+
+import numpy as np
+from numba import njit
+
+from shard.kernels.topk import heap_push, heap_sorted
+
+
+# -- scoring -----------------------------------------------------------------
+@njit(nogil=True, cache=True, fastmath=True, boundscheck=False, inline="always")
+def _score(pb, base, lists, codes, hsq, use_sqnorm, v):
+    acc = base[max(lists[v], 0)]
+    for j in range(pb.shape[0]):
+        acc += pb[j] * np.float32(codes[v, j])
+    if use_sqnorm:
+        acc -= hsq[v]
+    return acc
+
+
+@njit(nogil=True, cache=True, fastmath=True, boundscheck=False, inline="always")
+def _score_lut(lut, base, lists, codes, hsq, use_sqnorm, v):
+    acc = base[max(lists[v], 0)]
+    for sm in range(lut.shape[0]):
+        acc += lut[sm, codes[v, sm]]
+    if use_sqnorm:
+        acc -= hsq[v]
+    return acc
+
+
+# -- a max-heap over parallel arrays (candidates to expand, best on top) -----
+@njit(nogil=True, cache=True, inline="always")
+def _max_push(hs, hi, size, s, i):
+    pos = size
+    while pos > 0:
+        parent = (pos - 1) // 2
+        if hs[parent] >= s:
+            break
+        hs[pos] = hs[parent]
+        hi[pos] = hi[parent]
+        pos = parent
+    hs[pos] = s
+    hi[pos] = i
+    return size + 1
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _max_pop(hs, hi, size):
+    """Drop the top (read hs[0], hi[0] first); return the new size."""
+    size -= 1
+    s = hs[size]
+    i = hi[size]
+    pos = 0
+    while True:
+        left = 2 * pos + 1
+        if left >= size:
+            break
+        child = left
+        if left + 1 < size and hs[left + 1] > hs[left]:
+            child = left + 1
+        if hs[child] <= s:
+            break
+        hs[pos] = hs[child]
+        hi[pos] = hi[child]
+        pos = child
+    hs[pos] = s
+    hi[pos] = i
+    return size
+
+
+@njit(nogil=True, cache=True)
+def _grown(a, size):
+    b = np.empty(2 * a.shape[0], a.dtype)
+    b[:size] = a[:size]
+    return b
+
+
+@njit(nogil=True, cache=True)
+def _next_gen(visited, gen):
+    g = gen[0] + np.uint32(1)
+    if g == 0:  # wrapped: clear once every 2^32 searches
+        visited[:] = 0
+        g = np.uint32(1)
+    gen[0] = g
+    return g
+
+
+# -- the layer walk ---------------------------------------------------------
+@njit(nogil=True, cache=True, fastmath=True, boundscheck=False)
+def _greedy(pb, base, lists, codes, hsq, use_sqnorm, up, updeg, up_row, level, v, sv):
+    """Hill-climb on one upper level from v (score sv); returns (node, score)."""
+    links = up[level - 1]
+    degs = updeg[level - 1]
+    changed = True
+    while changed:
+        changed = False
+        r = up_row[v]
+        for t in range(degs[r]):
+            u = links[r, t]
+            su = _score(pb, base, lists, codes, hsq, use_sqnorm, u)
+            if su > sv:
+                sv = su
+                v = u
+                changed = True
+    return v, sv
+
+
+@njit(nogil=True, cache=True, fastmath=True, boundscheck=False)
+def _layer_search(pb, base, lists, codes, hsq, use_sqnorm, links, degs, rows, ent_s, ent_i, n_ent, ef,
+                  visited, g, deleted, skip_deleted, res_s, res_i):
+    """Beam search on one level from the entries; the best ``ef`` in res (a
+    min-heap, worst at the root). ``rows`` maps node -> row of ``links`` (None
+    on level 0). Returns the result count."""
+    cs = np.empty(max(64, 4 * ef), np.float32)
+    ci = np.empty(cs.shape[0], np.int32)
+    nc = 0
+    nr = 0
+    for e in range(n_ent):
+        v = ent_i[e]
+        visited[v] = g
+        nc = _max_push(cs, ci, nc, ent_s[e], v)
+        if not (skip_deleted and deleted[v]):
+            nr = heap_push(res_s, res_i, nr, ent_s[e], v)
+    while nc > 0:
+        sc = cs[0]
+        c = ci[0]
+        if nr >= ef and sc < res_s[0]:
+            break
+        nc = _max_pop(cs, ci, nc)
+        r = c if rows is None else rows[c]
+        for t in range(degs[r]):
+            u = links[r, t]
+            if visited[u] == g:
+                continue
+            visited[u] = g
+            su = _score(pb, base, lists, codes, hsq, use_sqnorm, u)
+            if nr < ef or su > res_s[0]:
+                if nc == cs.shape[0]:
+                    cs = _grown(cs, nc)
+                    ci = _grown(ci, nc)
+                nc = _max_push(cs, ci, nc, su, u)
+                if not (skip_deleted and deleted[u]):
+                    nr = heap_push(res_s, res_i, nr, su, u)
+    return nr
+
+
+@njit(nogil=True, cache=True, fastmath=True, boundscheck=False)
+def _layer_search_lut(lut, base, lists, codes, hsq, use_sqnorm, links, degs, ent_s, ent_i, n_ent, ef,
+                      visited, g, deleted, res_s, res_i):
+    """``_layer_search`` on level 0 scoring product codes by a lookup table."""
+    cs = np.empty(max(64, 4 * ef), np.float32)
+    ci = np.empty(cs.shape[0], np.int32)
+    nc = 0
+    nr = 0
+    for e in range(n_ent):
+        v = ent_i[e]
+        visited[v] = g
+        nc = _max_push(cs, ci, nc, ent_s[e], v)
+        if not deleted[v]:
+            nr = heap_push(res_s, res_i, nr, ent_s[e], v)
+    while nc > 0:
+        sc = cs[0]
+        c = ci[0]
+        if nr >= ef and sc < res_s[0]:
+            break
+        nc = _max_pop(cs, ci, nc)
+        for t in range(degs[c]):
+            u = links[c, t]
+            if visited[u] == g:
+                continue
+            visited[u] = g
+            su = _score_lut(lut, base, lists, codes, hsq, use_sqnorm, u)
+            if nr < ef or su > res_s[0]:
+                if nc == cs.shape[0]:
+                    cs = _grown(cs, nc)
+                    ci = _grown(ci, nc)
+                nc = _max_push(cs, ci, nc, su, u)
+                if not deleted[u]:
+                    nr = heap_push(res_s, res_i, nr, su, u)
+    return nr
+
+
+# -- search -----------------------------------------------------------------
+@njit(nogil=True, cache=True, fastmath=True, boundscheck=False)
+def graph_search(pb, base, lists, codes, hsq, use_sqnorm, links0, deg0, up, updeg, up_row, state, deleted,
+                 ef, visited, gen, out_scores, out_slots):
+    """Top-k slots of m queries by estimated score, through the graph.
+
+    pb: (m, d) float32 queries times b; base: (m, nlist) float32 ``<q, off_l>``;
+    lists (cap,) int32 each slot's offset row; codes (cap, d) uint8 or float32;
+    hsq (cap,) float32; ef >= k the beam width; visited (cap,) uint32 and gen
+    (1,) uint32 the caller's (one per thread); out_scores (m, k) float32,
+    out_slots (m, k) int64. Returns counts (m,) int64.
+    """
+    m = pb.shape[0]
+    k = out_scores.shape[1]
+    ef = max(ef, k)
+    counts = np.zeros(m, np.int64)
+    entry = state[0]
+    if entry < 0:
+        return counts
+    res_s = np.empty(ef, np.float32)
+    res_i = np.empty(ef, np.int64)
+    ent_s = np.empty(1, np.float32)
+    ent_i = np.empty(1, np.int32)
+    for qi in range(m):
+        p = pb[qi]
+        bq = base[qi]
+        v = entry
+        sv = _score(p, bq, lists, codes, hsq, use_sqnorm, v)
+        for level in range(state[1], 0, -1):
+            v, sv = _greedy(p, bq, lists, codes, hsq, use_sqnorm, up, updeg, up_row, level, v, sv)
+        g = _next_gen(visited, gen)
+        ent_s[0] = sv
+        ent_i[0] = v
+        nr = _layer_search(p, bq, lists, codes, hsq, use_sqnorm, links0, deg0, None, ent_s, ent_i, 1, ef,
+                           visited, g, deleted, True, res_s, res_i)
+        heap_sorted(res_s, res_i, nr)
+        c = min(k, nr)
+        for t in range(c):
+            out_scores[qi, t] = res_s[t]
+            out_slots[qi, t] = res_i[t]
+        counts[qi] = c
+    return counts
+
+
+@njit(nogil=True, cache=True, fastmath=True, boundscheck=False)
+def _greedy_lut(lut, base, lists, codes, hsq, use_sqnorm, up, updeg, up_row, level, v, sv):
+    links = up[level - 1]
+    degs = updeg[level - 1]
+    changed = True
+    while changed:
+        changed = False
+        r = up_row[v]
+        for t in range(degs[r]):
+            u = links[r, t]
+            su = _score_lut(lut, base, lists, codes, hsq, use_sqnorm, u)
+            if su > sv:
+                sv = su
+                v = u
+                changed = True
+    return v, sv
+
+
+@njit(nogil=True, cache=True, fastmath=True, boundscheck=False)
+def graph_search_lut(lut, base, lists, codes, hsq, use_sqnorm, links0, deg0, up, updeg, up_row,
+                     state, deleted, ef, visited, gen, out_scores, out_slots):
+    """``graph_search`` scoring product codes (cap, M) uint8 by lookup tables
+    lut (m, M, K) float32 plus base (m, nlist)."""
+    m = lut.shape[0]
+    k = out_scores.shape[1]
+    ef = max(ef, k)
+    counts = np.zeros(m, np.int64)
+    entry = state[0]
+    if entry < 0:
+        return counts
+    res_s = np.empty(ef, np.float32)
+    res_i = np.empty(ef, np.int64)
+    ent_s = np.empty(1, np.float32)
+    ent_i = np.empty(1, np.int32)
+    for qi in range(m):
+        table = lut[qi]
+        bq = base[qi]
+        v = entry
+        sv = _score_lut(table, bq, lists, codes, hsq, use_sqnorm, v)
+        for level in range(state[1], 0, -1):
+            v, sv = _greedy_lut(table, bq, lists, codes, hsq, use_sqnorm, up, updeg, up_row, level, v, sv)
+        g = _next_gen(visited, gen)
+        ent_s[0] = sv
+        ent_i[0] = v
+        nr = _layer_search_lut(table, bq, lists, codes, hsq, use_sqnorm, links0, deg0, ent_s, ent_i, 1, ef,
+                               visited, g, deleted, res_s, res_i)
+        heap_sorted(res_s, res_i, nr)
+        c = min(k, nr)
+        for t in range(c):
+            out_scores[qi, t] = res_s[t]
+            out_slots[qi, t] = res_i[t]
+        counts[qi] = c
+    return counts
+
+
+# -- build ------------------------------------------------------------------
+@njit(nogil=True, cache=True, fastmath=True, boundscheck=False)
+def _decode(codes, off, lists, b, v, out):
+    """out = off[list of v] + b * codes[v], and returns <out, out> / 2."""
+    o = off[max(lists[v], 0)]
+    h = np.float32(0.0)
+    for j in range(b.shape[0]):
+        x = o[j] + b[j] * np.float32(codes[v, j])
+        out[j] = x
+        h += x * x
+    return np.float32(0.5) * h
+
+
+@njit(nogil=True, cache=True, fastmath=True, boundscheck=False)
+def _pair(pe, off, lists, codes, b, hsq, use_sqnorm, r):
+    """Score of stored node r against a decoded vector pe: <pe, x_r> [- hsq[r]]."""
+    o = off[max(lists[r], 0)]
+    acc = np.float32(0.0)
+    for j in range(b.shape[0]):
+        acc += pe[j] * (o[j] + b[j] * np.float32(codes[r, j]))
+    if use_sqnorm:
+        acc -= hsq[r]
+    return acc
+
+
+@njit(nogil=True, cache=True, fastmath=True, boundscheck=False)
+def _select(cand_s, cand_i, n, width, codes, off, lists, b, hsq, use_sqnorm, hsq_p, pe, out):
+    """HNSW's neighbour heuristic (Malkov & Yashunin, alg. 4): walk candidates
+    best first (cand_s: scores against the base point, sorted), keep one unless
+    a kept node is closer to it than the base is. Returns the count."""
+    kept = 0
+    for t in range(n):
+        if kept >= width:
+            break
+        e = cand_i[t]
+        # symmetric similarity: -0.5 ||e - p||^2 (euclid) or <e, p>
+        s_ep = cand_s[t] - hsq_p if use_sqnorm else cand_s[t]
+        good = True
+        if kept:
+            he = _decode(codes, off, lists, b, e, pe)
+            for r in range(kept):
+                s_er = _pair(pe, off, lists, codes, b, hsq, use_sqnorm, out[r])
+                if use_sqnorm:
+                    s_er -= he
+                if s_er > s_ep:
+                    good = False
+                    break
+        if good:
+            out[kept] = e
+            kept += 1
+    return kept
+
+
+@njit(nogil=True, cache=True, fastmath=True, boundscheck=False)
+def _sort_desc(s, i, n):
+    order = np.argsort(-s[:n], kind="mergesort")
+    s2 = s[:n][order].copy()
+    i2 = i[:n][order].copy()
+    s[:n] = s2
+    i[:n] = i2
+
+
+@njit(nogil=True, cache=True, fastmath=True, boundscheck=False)
+def _link_back(e, v, codes, off, lists, b, hsq, use_sqnorm, links, degs, rows, width, tmp_s, tmp_i, pe, sel):
+    """Add v to e's links on one level, pruning by the heuristic when full."""
+    r = e if rows is None else rows[e]
+    dg = degs[r]
+    for t in range(dg):
+        if links[r, t] == v:
+            return
+    if dg < width:
+        links[r, dg] = v
+        degs[r] = dg + 1
+        return
+    # full: score e's links and v from e's point of view, and re-select
+    he = _decode(codes, off, lists, b, e, pe)
+    for t in range(dg):
+        u = links[r, t]
+        tmp_s[t] = _pair(pe, off, lists, codes, b, hsq, use_sqnorm, u)
+        tmp_i[t] = u
+    tmp_s[dg] = _pair(pe, off, lists, codes, b, hsq, use_sqnorm, v)
+    tmp_i[dg] = v
+    _sort_desc(tmp_s, tmp_i, dg + 1)
+    kept = _select(tmp_s, tmp_i, dg + 1, width, codes, off, lists, b, hsq, use_sqnorm, he, pe, sel)
+    for t in range(kept):
+        links[r, t] = sel[t]
+    for t in range(kept, dg):
+        links[r, t] = -1
+    degs[r] = kept
+
+
+@njit(nogil=True, cache=True, fastmath=True, boundscheck=False)
+def graph_insert(nodes, X, base_new, hsq_new, levels, codes, off, lists, b, hsq, use_sqnorm, links0, deg0,
+                 up, updeg, up_row, state, deleted, ef_construct, visited, gen):
+    """Insert (or re-link) nodes one after another.
+
+    nodes: (n,) int64 slots whose codes, lists and hsq are already written;
+    X: (n, d) float32 their float vectors (originals, or decoded codes);
+    base_new: (n, nlist) float32 ``X @ off.T``; hsq_new (n,) float32 their
+    0.5 ||x||^2; levels (cap,) int8 every slot's top level (rows in ``up``
+    allocated by the caller). A node already linked keeps its level and gets
+    fresh out-links; links pointing at it stay.
+    """
+    d = X.shape[1]
+    M0 = links0.shape[1]
+    M = up.shape[2]
+    pb = np.empty(d, np.float32)
+    pe = np.empty(d, np.float32)
+    res_s = np.empty(ef_construct, np.float32)
+    res_i = np.empty(ef_construct, np.int64)
+    ent_s = np.empty(ef_construct, np.float32)
+    ent_i = np.empty(ef_construct, np.int32)
+    sel = np.empty(M0, np.int32)
+    sel2 = np.empty(M0, np.int32)
+    tmp_s = np.empty(M0 + 1, np.float32)
+    tmp_i = np.empty(M0 + 1, np.int32)
+    for t in range(nodes.shape[0]):
+        v = nodes[t]
+        L = levels[v]
+        deleted[v] = False
+        bq = base_new[t]
+        for j in range(d):
+            pb[j] = X[t, j] * b[j]
+        entry = state[0]
+        if entry < 0 or entry == v and state[1] == 0 and deg0[v] == 0:
+            state[0] = v
+            state[1] = L
+            continue
+        top = state[1]
+        ep = entry
+        sep = _score(pb, bq, lists, codes, hsq, use_sqnorm, ep)
+        for lc in range(top, L, -1):
+            ep, sep = _greedy(pb, bq, lists, codes, hsq, use_sqnorm, up, updeg, up_row, lc, ep, sep)
+        ent_s[0] = sep
+        ent_i[0] = ep
+        n_ent = 1
+        for lc in range(min(L, top), -1, -1):
+            g = _next_gen(visited, gen)
+            if lc == 0:
+                nr = _layer_search(pb, bq, lists, codes, hsq, use_sqnorm, links0, deg0, None, ent_s, ent_i, n_ent,
+                                   ef_construct, visited, g, deleted, False, res_s, res_i)
+            else:
+                nr = _layer_search(pb, bq, lists, codes, hsq, use_sqnorm, up[lc - 1], updeg[lc - 1], up_row,
+                                   ent_s, ent_i, n_ent, ef_construct, visited, g, deleted, False, res_s, res_i)
+            heap_sorted(res_s, res_i, nr)
+            n_ent = 0
+            for e in range(nr):  # never link to itself (a re-linked node is in the graph)
+                if res_i[e] != v:
+                    ent_s[n_ent] = res_s[e]
+                    ent_i[n_ent] = res_i[e]
+                    n_ent += 1
+            if n_ent == 0:
+                ent_s[0] = sep
+                ent_i[0] = ep
+                n_ent = 1
+                continue
+            width = M0 if lc == 0 else M
+            kept = _select(ent_s, ent_i, n_ent, width, codes, off, lists, b, hsq, use_sqnorm, hsq_new[t], pe, sel)
+            if lc == 0:
+                for e in range(kept):
+                    links0[v, e] = sel[e]
+                deg0[v] = kept
+                for e in range(kept):
+                    _link_back(sel[e], v, codes, off, lists, b, hsq, use_sqnorm, links0, deg0, None, M0,
+                               tmp_s, tmp_i, pe, sel2)
+            else:
+                r = up_row[v]
+                for e in range(kept):
+                    up[lc - 1, r, e] = sel[e]
+                updeg[lc - 1, r] = kept
+                for e in range(kept):
+                    _link_back(sel[e], v, codes, off, lists, b, hsq, use_sqnorm, up[lc - 1], updeg[lc - 1],
+                               up_row, M, tmp_s, tmp_i, pe, sel2)
+        if L > top:
+            state[0] = v
+            state[1] = L

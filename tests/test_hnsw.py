@@ -1,0 +1,257 @@
+"""HNSW graph over codes: kernels against numpy, recall on seeded data, and the
+engine option (insert, upsert, delete, rebuild, reopen)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from shard.config import CollectionConfig, HnswConfig, IndexConfig, QuantizationConfig
+from shard.engine import ShardEngine
+from shard.errors import InvalidArgument
+from shard.index import hnsw
+from shard.index.hnsw import HnswGraph
+
+
+def clustered(n, d, seed, k=20, spread=0.35):
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((k, d)).astype(np.float32)
+    x = centres[rng.integers(0, k, n)] + spread * rng.standard_normal((n, d)).astype(np.float32)
+    return np.ascontiguousarray(x / np.linalg.norm(x, axis=1, keepdims=True), np.float32)
+
+
+def recall(found, truth, k=10):
+    return float(np.mean([len(set(f[:k].tolist()) & set(t[:k].tolist())) / k for f, t in zip(found, truth)]))
+
+
+def affine_setup(n, d, nlist, seed, dtype):
+    """Codes whose affine view ``off[l] + b * code`` is centred (so inner
+    products rank about as distances do: the graph is navigable)."""
+    rng = np.random.default_rng(seed)
+    b = (rng.random(d).astype(np.float32) + 0.5) * 0.01
+    lists = rng.integers(0, nlist, n).astype(np.int32)
+    if dtype == np.uint8:
+        codes = rng.integers(0, 256, (n, d)).astype(np.uint8)
+        off = -127.5 * b[None, :] + 0.2 * b[None, :] * rng.standard_normal((nlist, d)).astype(np.float32) * 100
+    else:
+        codes = rng.standard_normal((n, d)).astype(np.float32)
+        off = 0.1 * b[None, :] * rng.standard_normal((nlist, d)).astype(np.float32)
+    return np.ascontiguousarray(off, np.float32), b, lists, codes
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+@pytest.mark.parametrize("use_sqnorm", [False, True])
+def test_graph_search_matches_numpy_reference_when_exhaustive(dtype, use_sqnorm):
+    n, d, nlist, k = 400, 24, 5, 10
+    off, b, lists, codes = affine_setup(n, d, nlist, 1, dtype)
+    X = off[lists] + b * codes.astype(np.float32)
+    hsq = (0.5 * np.einsum("ij,ij->i", X, X)).astype(np.float32)
+    g = HnswGraph(8, 64, seed=0)
+    g.insert(np.arange(n), X, hsq, codes, off, lists, b, hsq, use_sqnorm)
+    Q = np.random.default_rng(2).standard_normal((7, d)).astype(np.float32)
+    pb = np.ascontiguousarray(Q * b, np.float32)
+    base = np.ascontiguousarray(Q @ off.T, np.float32)
+    out_s = np.empty((len(Q), k), np.float32)
+    out_i = np.empty((len(Q), k), np.int64)
+    counts = g.search(pb, base, lists, codes, hsq, use_sqnorm, n, out_s, out_i)  # ef = n: exhaustive
+    ref = Q @ X.T - (hsq[None, :] if use_sqnorm else 0.0)  # the slow, obviously-correct twin
+    assert (counts == k).all()
+    for qi in range(len(Q)):
+        np.testing.assert_allclose(out_s[qi], ref[qi, out_i[qi]], rtol=1e-4, atol=1e-4)
+        assert np.all(np.diff(out_s[qi]) <= 1e-6)  # best first
+        top = np.sort(ref[qi])[::-1][:k]
+        np.testing.assert_allclose(out_s[qi], top, rtol=1e-4, atol=1e-4)
+
+
+def test_graph_search_lut_matches_numpy_reference():
+    n, d, nlist, M, K, k = 300, 16, 4, 8, 16, 10
+    rng = np.random.default_rng(3)
+    off, b, lists, codes = affine_setup(n, d, nlist, 3, np.float32)
+    pcodes = rng.integers(0, K, (n, M)).astype(np.uint8)
+    lut = rng.standard_normal((2, M, K)).astype(np.float32)
+    base = rng.standard_normal((2, nlist)).astype(np.float32)
+    hsq = np.zeros(n, np.float32)
+    X = off[lists] + b * codes
+    g = HnswGraph(6, 40)
+    g.insert(np.arange(n), X, hsq, codes, off, lists, b, hsq, False)
+    out_s = np.empty((2, k), np.float32)
+    out_i = np.empty((2, k), np.int64)
+    g.search_lut(lut, base, lists, pcodes, hsq, False, n, out_s, out_i)
+    for qi in range(2):
+        ref = base[qi, lists] + lut[qi][np.arange(M)[None, :], pcodes].sum(axis=1)
+        np.testing.assert_allclose(out_s[qi], ref[out_i[qi]], rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(out_s[qi], np.sort(ref)[::-1][:k], rtol=1e-4, atol=1e-4)
+
+
+def test_graph_recall_on_seeded_data_and_deleted_nodes_never_returned():
+    n, d = 4000, 32
+    x = clustered(n, d, 5)
+    q = clustered(100, d, 6)
+    zeros = np.zeros(n, np.float32)
+    off, b, lists = np.zeros((1, d), np.float32), np.ones(d, np.float32), np.zeros(n, np.int32)
+    g = HnswGraph(16, 100)
+    for s in range(0, n, 1000):  # incremental: four batches
+        sl = np.arange(s, s + 1000)
+        g.insert(sl, x[sl], zeros[sl], x, off, lists, b, zeros, False)
+    truth = np.argsort(-(q @ x.T), axis=1)[:, :10]
+    out_s = np.empty((len(q), 10), np.float32)
+    out_i = np.empty((len(q), 10), np.int64)
+    g.search(q.copy(), np.zeros((len(q), 1), np.float32), lists, x, zeros, False, 128, out_s, out_i)
+    assert recall(out_i, truth) >= 0.95
+    gone = np.unique(truth[:, 0])
+    g.mark_deleted(gone)
+    g.search(q.copy(), np.zeros((len(q), 1), np.float32), lists, x, zeros, False, 128, out_s, out_i)
+    assert not np.isin(out_i, gone).any()
+    alive = np.ones(n, bool)
+    alive[gone] = False
+    sims = np.where(alive[None, :], q @ x.T, -np.inf)
+    assert recall(out_i, np.argsort(-sims, axis=1)[:, :10]) >= 0.9
+
+
+def hnsw_config(dim, distance="cosine", **hc):
+    return CollectionConfig(dim=dim, distance=distance, quantization=QuantizationConfig(kind="scalar"),
+                            index=IndexConfig(full_scan_threshold=500, nlist=16, train_sample=2000),
+                            hnsw=HnswConfig(**hc))
+
+
+def test_config_round_trip_and_validation():
+    cfg = hnsw_config(8, m=8, ef=40)
+    assert CollectionConfig.from_dict(cfg.to_dict()) == cfg
+    ivf_cfg = CollectionConfig(dim=8)
+    assert "hnsw" not in ivf_cfg.to_dict() and CollectionConfig.from_dict(ivf_cfg.to_dict()) == ivf_cfg
+    with pytest.raises(InvalidArgument, match="scalar"):
+        CollectionConfig(dim=8, quantization=QuantizationConfig(kind="binary"), hnsw=HnswConfig())
+    with pytest.raises(InvalidArgument, match="m must"):
+        HnswConfig(m=1)
+
+
+def exact_top(x, ids, q, k, distance):
+    if distance == "euclid":
+        s = -((q[:, None, :] - x[None, :, :]) ** 2).sum(-1)
+    else:
+        s = q @ x.T
+    return ids[np.argsort(-s, axis=1)[:, :k]]
+
+
+@pytest.mark.parametrize("distance", ["cosine", "euclid"])
+def test_engine_hnsw_insert_delete_reopen(tmp_path, distance):
+    n, d = 3000, 32
+    x = clustered(n, d, 7)
+    if distance == "euclid":
+        x = x * np.random.default_rng(1).uniform(0.5, 2.0, (n, 1)).astype(np.float32)
+    q = clustered(60, d, 8)
+    ids = np.arange(n, dtype=np.uint64) * 3 + 1
+    path = str(tmp_path / "s")
+    eng = ShardEngine.create(path, hnsw_config(d, distance))
+    for s in range(0, n, 700):  # crosses the full-scan threshold: a retrain rebuilds the graph
+        eng.upsert(ids[s:s + 700], x[s:s + 700])
+    assert eng.count() == n
+
+    def found(e, **kw):
+        return np.stack([np.pad(h.ids[:10].astype(np.int64), (0, 10 - len(h.ids[:10])), constant_values=-1)
+                         for h in e.search_batch(q, 10, 2.0, **kw)])
+
+    truth = exact_top(x, ids.astype(np.int64), q, 10, distance)
+    assert recall(found(eng), truth) >= 0.95
+    assert recall(found(eng, effort=200), truth) >= recall(found(eng, effort=10), truth) - 0.02
+    # upsert moves points: the graph relinks them
+    moved = ids[:200]
+    newx = clustered(n + 200, d, 7)[-200:]  # same clusters: codes trained on them still fit
+    eng.upsert(moved, newx)
+    x2 = x.copy()
+    x2[:200] = newx
+    truth2 = exact_top(x2, ids.astype(np.int64), q, 10, distance)
+    assert recall(found(eng), truth2) >= 0.93
+    # deletes: never returned, and past the fraction the graph is rebuilt
+    gone = ids[200:1200]
+    graph_before = eng._codes.graph
+    assert eng.delete(gone) == len(gone)
+    assert eng._codes.graph is not graph_before  # 1000 of 3000 > 25%: rebuilt
+    keep = ~np.isin(ids, gone)
+    r = found(eng)
+    assert not np.isin(r, gone.astype(np.int64)).any()
+    truth3 = exact_top(x2[keep], ids[keep].astype(np.int64), q, 10, distance)
+    assert recall(r, truth3) >= 0.93
+    # reuse of freed slots
+    back = gone[:300]
+    eng.upsert(back, x[200:500])
+    keep2 = keep | np.isin(ids, back)
+    truth4 = exact_top(x2[keep2], ids[keep2].astype(np.int64), q, 10, distance)
+    before = found(eng)
+    assert recall(before, truth4) >= 0.93
+    eng.close()
+    # reopen: the saved graph is restored (dead nodes included), so searches are identical
+    e2 = ShardEngine.open(path)
+    np.testing.assert_array_equal(found(e2), before)
+    blob = hnsw.save_graph(e2._codes)
+    e2.upsert(ids[-5:], x[:5])
+    assert not hnsw.load_graph(e2._codes, blob)  # stale: the codes changed
+    after = found(e2)
+    e2.close()
+    e3 = ShardEngine.open(path)
+    np.testing.assert_array_equal(found(e3), after)
+    # a graph that does not match the codes is rebuilt from them
+    e3.store.put_meta({"graph": blob})
+    e3.store.close()
+    e4 = ShardEngine.open(path)
+    assert recall(found(e4), after) >= 0.95
+    e4.close()
+
+
+def test_engine_hnsw_rescore_off_and_ignore(tmp_path):
+    n, d = 1200, 16
+    x = clustered(n, d, 11)
+    q = clustered(20, d, 12)
+    eng = ShardEngine.create(str(tmp_path / "s"), hnsw_config(d))
+    eng.upsert(np.arange(n), x)
+    truth = exact_top(x, np.arange(n), q, 5, "cosine")
+    for kw in ({"rescore": False}, {"ignore": True}, {}):
+        hits = eng.search_batch(q, 5, 1.0, **kw)
+        assert recall([h.ids.astype(np.int64) for h in hits], truth, 5) >= 0.9
+        for h in hits:
+            assert np.all(np.diff(h.scores) <= 1e-6)
+    eng.close()
+
+
+def test_engine_hnsw_retrain_carries_the_graph_over(tmp_path):
+    n, d = 2000, 32
+    x = clustered(n, d, 13)
+    q = clustered(n + 50, d, 13)[-50:]  # queries from the same clusters
+    ids = np.arange(n, dtype=np.uint64) + 100
+    eng = ShardEngine.create(str(tmp_path / "s"), hnsw_config(d))
+    eng.upsert(ids, x)
+    g = eng._codes.graph
+    entry_id = eng._codes.slot_ids[g.state[0]]
+    gone = np.unique(np.concatenate([[entry_id], ids[::10]]))  # the entry point and 10% more
+    eng.delete(gone)
+    old_links = int(eng._codes.graph.deg0.sum())
+    eng._retrain()
+    ng = eng._codes.graph
+    assert ng is not g and ng.n_deleted == 0 and ng.state[0] >= 0
+    assert int(ng.deg0.sum()) <= old_links  # carried over (links to deleted nodes dropped), not rebuilt
+    keep = ~np.isin(ids, gone)
+    truth = exact_top(x[keep], ids[keep].astype(np.int64), q, 10, "cosine")
+    hits = eng.search_batch(q, 10, 2.0)
+    found = [h.ids[:10].astype(np.int64) for h in hits]
+    assert not np.isin(np.concatenate(found), gone.astype(np.int64)).any()
+    assert recall(found, truth) >= 0.95
+    eng.close()
+
+
+def test_engine_hnsw_tiny_shards(tmp_path):
+    eng = ShardEngine.create(str(tmp_path / "s"), hnsw_config(4))
+    assert len(eng.search([1, 0, 0, 0], 3)) == 0
+    eng.upsert([7], [[1, 0, 0, 0]])
+    assert eng.search([1, 0, 0, 0], 3).ids.tolist() == [7]
+    eng.upsert([7], [[0, 1, 0, 0]])  # the entry point itself moves
+    eng.upsert([8, 9], [[1, 0, 0, 0], [0, 0, 1, 0]])
+    assert eng.search([0, 1, 0, 0], 1).ids.tolist() == [7]
+    assert sorted(eng.search([1, 0, 0, 0], 5).ids.tolist()) == [7, 8, 9]
+    eng.delete([7, 8, 9])
+    assert len(eng.search([1, 0, 0, 0], 3)) == 0
+    eng.upsert([10], [[0, 0, 0, 1]])
+    assert eng.search([0, 0, 0, 1], 3).ids.tolist() == [10]
+    eng.close()
+    e2 = ShardEngine.open(str(tmp_path / "s"))
+    assert e2.search([0, 0, 0, 1], 3).ids.tolist() == [10]
+    e2.close()
