@@ -61,7 +61,7 @@ class QuiverServicer(pb_grpc.QuiverServicer):
     @rpc
     async def CreateCollection(self, request, context):
         config = convert.config_from_proto(request.dimension, request.distance, request.quantization,
-                                           request.index)
+                                           request.index, request.hnsw if request.HasField("hnsw") else None)
         await self.coord.create_collection(request.name, config, request.shard_number, request.replication_factor,
                                            request.write_consistency)
         return _collection_info(await self.coord.collection_status(request.name, context.time_remaining()))

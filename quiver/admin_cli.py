@@ -356,6 +356,11 @@ def _uint(help_: str):
 @click.option("--retrain-growth", type=float, default=None, help="Retrain when a shard has grown by this factor.")
 @click.option("--scan-factor", **_uint("Without nprobe: probe lists until they hold scan_factor * limit * "
                                        "oversampling points."))
+@click.option("--hnsw", is_flag=True, default=False,
+              help="Search an HNSW graph over the codes instead of the inverted lists (scalar quantization).")
+@click.option("--hnsw-m", **_uint("hnsw: links per node (2m on the bottom level)."))
+@click.option("--hnsw-ef-construct", **_uint("hnsw: beam width while inserting."))
+@click.option("--hnsw-ef", **_uint("hnsw: default beam width of a search."))
 @click.option("--shards", "shard_number", type=click.IntRange(min=0), default=0, show_default=True,
               help="Number of shards (0 = one per shard node).")
 @click.option("--replication-factor", type=click.IntRange(min=0), default=0, show_default=True,
@@ -364,15 +369,19 @@ def _uint(help_: str):
               help="Replicas that must apply a write before it is acknowledged (0 = every live replica).")
 def collections_create(conn: Conn, name, dimension, distance, quantization, quantile, binary_encoding,
                        query_encoding, compression, seed, full_scan_threshold, nlist, nprobe, train_sample,
-                       retrain_growth, scan_factor, shard_number, replication_factor, write_consistency):
+                       retrain_growth, scan_factor, hnsw, hnsw_m, hnsw_ef_construct, hnsw_ef, shard_number,
+                       replication_factor, write_consistency):
     """Create collection NAME; unset quantization and index options take the engine's defaults."""
     quant = {"kind": quantization, "quantile": quantile, "encoding": binary_encoding,
              "query_encoding": query_encoding, "compression": compression, "seed": seed}
     index = {"full_scan_threshold": full_scan_threshold, "nlist": nlist, "nprobe": nprobe,
              "train_sample": train_sample, "retrain_growth": retrain_growth, "scan_factor": scan_factor}
+    graph = {"m": hnsw_m, "ef_construct": hnsw_ef_construct, "ef": hnsw_ef}
+    if not hnsw and any(v is not None for v in graph.values()):
+        raise click.UsageError("--hnsw-m, --hnsw-ef-construct and --hnsw-ef need --hnsw")
     info = conn.client.create_collection(name, dimension, distance, quantization=quant, index=index,
                                          shard_number=shard_number, replication_factor=replication_factor,
-                                         write_consistency=write_consistency)
+                                         write_consistency=write_consistency, hnsw=graph if hnsw else None)
     if conn.as_json:
         _echo_json(info)
     else:

@@ -161,6 +161,8 @@ def collection_details(m: pb.CollectionInfo) -> CollectionDetails:
     if q.HasField("seed"):
         quant["seed"] = q.seed
     index = {f.name: getattr(ix, f.name) for f in ix.DESCRIPTOR.fields if ix.HasField(f.name)}
+    if m.HasField("hnsw"):  # candidates from an HNSW graph over the codes
+        index["hnsw"] = {f.name: getattr(m.hnsw, f.name) for f in m.hnsw.DESCRIPTOR.fields}
     replicas = [Replica(s.shard_id, s.node, s.state or ("active" if s.available else "?"), s.available, s.error,
                         s.points_count, s.ram_bytes, s.disk_bytes) for s in m.shards]
     return CollectionDetails(m.name, m.dimension, convert.enum_to_str("distance", m.distance) or "cosine", quant,
@@ -272,7 +274,8 @@ class AdminClient:
 
     def create_collection(self, name: str, dimension: int, distance: str = "cosine", *,
                           quantization: dict | None = None, index: dict | None = None, shard_number: int = 0,
-                          replication_factor: int = 0, write_consistency: int = 0) -> CollectionDetails:
+                          replication_factor: int = 0, write_consistency: int = 0,
+                          hnsw: dict | None = None) -> CollectionDetails:
         """Create a collection through the public API. quantization: ``kind`` plus any of quantile,
         encoding, query_encoding, compression, seed; index: any IndexConfig field. Fields left out
         take the engine's defaults."""
@@ -281,13 +284,14 @@ class AdminClient:
             qmsg = pb.QuantizationConfig(**{f: convert.str_to_enum(f, v) if f in convert._ENUMS else v
                                             for f, v in q.items() if v is not None})
             imsg = pb.IndexConfig(**{f: v for f, v in (index or {}).items() if v is not None})
+            hmsg = None if hnsw is None else pb.HnswConfig(**{f: v for f, v in hnsw.items() if v is not None})
             dist = convert.str_to_enum("distance", distance)
         except (ValueError, TypeError) as e:
             raise InvalidArgument(str(e)) from None
         req = pb.CreateCollectionRequest(name=name, dimension=dimension, distance=dist, quantization=qmsg,
                                          index=imsg, shard_number=shard_number,
                                          replication_factor=replication_factor,
-                                         write_consistency=write_consistency)
+                                         write_consistency=write_consistency, hnsw=hmsg)
         return collection_details(self._call(self._public.CreateCollection, req))
 
     def list_collections(self) -> list[str]:

@@ -29,7 +29,7 @@ from quiver.ids import to_columns
 from quiver.serving import DEFAULT_MAX_MESSAGE_MB, message_options
 from quiver.v1 import quiver_pb2 as pb
 from quiver.v1 import quiver_pb2_grpc as pb_grpc
-from shard.config import CollectionConfig, IndexConfig, QuantizationConfig
+from shard.config import CollectionConfig, HnswConfig, IndexConfig, QuantizationConfig
 from shard.errors import InvalidArgument, ResourceExhausted, Unavailable
 
 _STATUS_NAMES = {pb.COLLECTION_STATUS_GREEN: "green", pb.COLLECTION_STATUS_YELLOW: "yellow",
@@ -242,14 +242,19 @@ class Client:
     def create_collection(self, name: str, dimension: int, distance: str = "cosine",
                           quantization: QuantizationConfig | dict | str | None = None,
                           index: IndexConfig | dict | None = None, shard_number: int = 0,
-                          replication_factor: int = 0) -> CollectionInfo:
+                          replication_factor: int = 0, write_consistency: int = 0,
+                          hnsw: HnswConfig | dict | bool | None = None) -> CollectionInfo:
         """Create a collection. quantization: a QuantizationConfig, its fields as a dict, or
-        just the kind ("none", "scalar", "binary", "product"). shard_number 0 = one per node."""
+        just the kind ("none", "scalar", "binary", "product"). shard_number 0 = one per node.
+        hnsw: search an HNSW graph over the (scalar) codes: True for the defaults, or an
+        HnswConfig or its fields as a dict."""
         index = index if isinstance(index, IndexConfig) else IndexConfig(**(index or {}))
+        if hnsw is True or isinstance(hnsw, dict):
+            hnsw = HnswConfig(**({} if hnsw is True else hnsw))
         cfg = CollectionConfig(dim=int(dimension), distance=distance, quantization=_quantization(quantization),
-                               index=index)
+                               index=index, hnsw=hnsw or None)
         req = pb.CreateCollectionRequest(name=name, shard_number=shard_number,
-                                         replication_factor=replication_factor,
+                                         replication_factor=replication_factor, write_consistency=write_consistency,
                                          **convert.config_to_proto(cfg))
         return self._info(self._call(self._stub.CreateCollection, req))
 
@@ -264,7 +269,8 @@ class Client:
 
     @staticmethod
     def _info(m: pb.CollectionInfo) -> CollectionInfo:
-        cfg = convert.config_from_proto(m.dimension, m.distance, m.quantization, m.index)
+        cfg = convert.config_from_proto(m.dimension, m.distance, m.quantization, m.index,
+                                        m.hnsw if m.HasField("hnsw") else None)
         shards = [ShardReplica(s.shard_id, s.node, s.available, s.error, s.points_count, s.ram_bytes,
                                s.disk_bytes, s.originals_read, s.searches) for s in m.shards]
         return CollectionInfo(m.name, cfg, m.shard_number, m.replication_factor, _STATUS_NAMES.get(m.status, "?"),

@@ -13,7 +13,7 @@ import numpy as np
 
 from quiver.ids import IdBatch, from_columns
 from quiver.v1 import common_pb2, quiver_pb2, shard_node_pb2
-from shard.config import CollectionConfig, IndexConfig, QuantizationConfig
+from shard.config import CollectionConfig, HnswConfig, IndexConfig, QuantizationConfig
 from shard.errors import InvalidArgument
 from shard.node import ShardPoints, ShardSearch
 
@@ -108,8 +108,11 @@ def str_to_enum(field: str, value: str) -> int:
 _INDEX_FIELDS = tuple(quiver_pb2.IndexConfig.DESCRIPTOR.fields_by_name)
 
 
+_HNSW_FIELDS = tuple(quiver_pb2.HnswConfig.DESCRIPTOR.fields_by_name)
+
+
 def config_from_proto(dimension: int, distance: int, q: quiver_pb2.QuantizationConfig,
-                      ix: quiver_pb2.IndexConfig) -> CollectionConfig:
+                      ix: quiver_pb2.IndexConfig, hnsw: quiver_pb2.HnswConfig | None = None) -> CollectionConfig:
     """The fields of a create request -> CollectionConfig (unset fields: engine defaults)."""
     qd: dict = {}
     for f in ("kind", "encoding", "query_encoding", "compression"):
@@ -120,9 +123,10 @@ def config_from_proto(dimension: int, distance: int, q: quiver_pb2.QuantizationC
         if q.HasField(f):
             qd[f] = getattr(q, f)
     idx = {f: getattr(ix, f) for f in _INDEX_FIELDS if ix.HasField(f)}
+    graph = None if hnsw is None else HnswConfig(**{f: getattr(hnsw, f) for f in _HNSW_FIELDS if hnsw.HasField(f)})
     try:
         return CollectionConfig(dim=int(dimension), distance=enum_to_str("distance", distance) or "cosine",
-                                quantization=QuantizationConfig(**qd), index=IndexConfig(**idx))
+                                quantization=QuantizationConfig(**qd), index=IndexConfig(**idx), hnsw=graph)
     except TypeError as e:  # a value of the wrong type reaching a dataclass
         raise InvalidArgument(str(e)) from None
 
@@ -139,6 +143,8 @@ def config_to_proto(cfg: CollectionConfig) -> dict:
             query_encoding=str_to_enum("query_encoding", q.query_encoding),
             compression=str_to_enum("compression", q.compression), seed=q.seed),
         index=quiver_pb2.IndexConfig(**{f: getattr(ix, f) for f in _INDEX_FIELDS}),
+        **({} if cfg.hnsw is None else
+           {"hnsw": quiver_pb2.HnswConfig(**{f: getattr(cfg.hnsw, f) for f in _HNSW_FIELDS})}),
     )
 
 

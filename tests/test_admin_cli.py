@@ -161,6 +161,11 @@ def test_collections_create_list_describe_drop(cli):
     r = cli("collections", "create", "pq", "--dim", "8", "--quantization", "product", "--compression", "x8",
             "--json")
     assert _json(r)["quantization"]["compression"] == "x8"
+    r = cli("collections", "create", "graph", "--dim", "8", "--quantization", "scalar", "--hnsw", "--hnsw-m", "8",
+            "--hnsw-ef-construct", "40", "--hnsw-ef", "32", "--json")
+    assert _json(r)["index"]["hnsw"] == {"m": 8, "ef_construct": 40, "ef": 32, "rebuild_deleted": 0.25}
+    assert cli("collections", "create", "nograph", "--dim", "8", "--hnsw-m", "8").exit_code == 2
+    assert cli("collections", "drop", "graph", "--yes").exit_code == 0
 
     assert {"cfg", "bin", "pq"} <= set(cli("collections", "list").stdout.split())
     assert {"cfg", "bin", "pq"} <= set(_json(cli("collections", "list", "--json")))

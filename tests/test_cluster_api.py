@@ -435,3 +435,28 @@ def test_health_reflection_and_metrics(coordinator, shard_nodes, pts, client, da
     coord_text = generate_latest(coordinator.metrics.registry).decode()
     assert 'quiver_requests_total{code="NOT_FOUND",method="Count",role="coordinator"}' in coord_text
     assert 'quiver_request_seconds_bucket{le="0.001",method="Search",role="coordinator"}' in coord_text
+
+
+def test_an_hnsw_collection_through_the_cluster(client):
+    """The graph index is a create option end to end: it round-trips in the collection's info,
+    searches find exact neighbours after rescoring, and hnsw_ef is its beam width."""
+    from shard.errors import InvalidArgument
+
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((3000, 24)).astype(np.float32)
+    info = client.create_collection("graph", 24, "cosine", quantization="scalar", shard_number=2,
+                                    index={"full_scan_threshold": 500}, hnsw={"m": 8, "ef": 64})
+    try:
+        assert info.config.hnsw is not None and info.config.hnsw.m == 8 and info.config.hnsw.ef == 64
+        client.upsert_many("graph", np.arange(3000, dtype=np.uint64), x)
+        q = x[:20] + 0.01 * rng.standard_normal((20, 24)).astype(np.float32)
+        xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+        exact = np.argsort(-(q @ xn.T), axis=1)[:, :10]
+        hits = client.search_batch("graph", q, limit=10, oversampling=2.0, hnsw_ef=96)
+        recall = np.mean([len(set(h.ids.tolist()) & set(e.tolist())) / 10 for h, e in zip(hits, exact)])
+        assert recall >= 0.95, recall
+        assert client.get_collection("graph").config.hnsw.m == 8
+    finally:
+        client.delete_collection("graph")
+    with pytest.raises(InvalidArgument, match="hnsw"):
+        client.create_collection("graph-binary", 24, quantization="binary", hnsw=True)

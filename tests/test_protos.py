@@ -65,7 +65,8 @@ def test_quantization_and_index_messages_cover_every_config_field():
     import dataclasses
 
     from quiver.v1 import quiver_pb2
-    from shard.config import IndexConfig, QuantizationConfig
+    from shard.config import HnswConfig, IndexConfig, QuantizationConfig
 
-    for cls, msg in [(QuantizationConfig, quiver_pb2.QuantizationConfig), (IndexConfig, quiver_pb2.IndexConfig)]:
+    for cls, msg in [(QuantizationConfig, quiver_pb2.QuantizationConfig), (IndexConfig, quiver_pb2.IndexConfig),
+                     (HnswConfig, quiver_pb2.HnswConfig)]:
         assert {f.name for f in dataclasses.fields(cls)} == set(msg.DESCRIPTOR.fields_by_name)

@@ -112,8 +112,20 @@ class IndexConfig(_message.Message):
     scan_factor: int
     def __init__(self, full_scan_threshold: _Optional[int] = ..., nlist: _Optional[int] = ..., nprobe: _Optional[int] = ..., train_sample: _Optional[int] = ..., retrain_growth: _Optional[float] = ..., scan_factor: _Optional[int] = ...) -> None: ...
 
+class HnswConfig(_message.Message):
+    __slots__ = ("m", "ef_construct", "ef", "rebuild_deleted")
+    M_FIELD_NUMBER: _ClassVar[int]
+    EF_CONSTRUCT_FIELD_NUMBER: _ClassVar[int]
+    EF_FIELD_NUMBER: _ClassVar[int]
+    REBUILD_DELETED_FIELD_NUMBER: _ClassVar[int]
+    m: int
+    ef_construct: int
+    ef: int
+    rebuild_deleted: float
+    def __init__(self, m: _Optional[int] = ..., ef_construct: _Optional[int] = ..., ef: _Optional[int] = ..., rebuild_deleted: _Optional[float] = ...) -> None: ...
+
 class CreateCollectionRequest(_message.Message):
-    __slots__ = ("name", "dimension", "distance", "quantization", "index", "shard_number", "replication_factor", "write_consistency")
+    __slots__ = ("name", "dimension", "distance", "quantization", "index", "shard_number", "replication_factor", "write_consistency", "hnsw")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DIMENSION_FIELD_NUMBER: _ClassVar[int]
     DISTANCE_FIELD_NUMBER: _ClassVar[int]
@@ -122,6 +134,7 @@ class CreateCollectionRequest(_message.Message):
     SHARD_NUMBER_FIELD_NUMBER: _ClassVar[int]
     REPLICATION_FACTOR_FIELD_NUMBER: _ClassVar[int]
     WRITE_CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
+    HNSW_FIELD_NUMBER: _ClassVar[int]
     name: str
     dimension: int
     distance: Distance
@@ -130,7 +143,8 @@ class CreateCollectionRequest(_message.Message):
     shard_number: int
     replication_factor: int
     write_consistency: int
-    def __init__(self, name: _Optional[str] = ..., dimension: _Optional[int] = ..., distance: _Optional[_Union[Distance, str]] = ..., quantization: _Optional[_Union[QuantizationConfig, _Mapping]] = ..., index: _Optional[_Union[IndexConfig, _Mapping]] = ..., shard_number: _Optional[int] = ..., replication_factor: _Optional[int] = ..., write_consistency: _Optional[int] = ...) -> None: ...
+    hnsw: HnswConfig
+    def __init__(self, name: _Optional[str] = ..., dimension: _Optional[int] = ..., distance: _Optional[_Union[Distance, str]] = ..., quantization: _Optional[_Union[QuantizationConfig, _Mapping]] = ..., index: _Optional[_Union[IndexConfig, _Mapping]] = ..., shard_number: _Optional[int] = ..., replication_factor: _Optional[int] = ..., write_consistency: _Optional[int] = ..., hnsw: _Optional[_Union[HnswConfig, _Mapping]] = ...) -> None: ...
 
 class GetCollectionRequest(_message.Message):
     __slots__ = ("name",)
@@ -183,7 +197,7 @@ class ShardReplicaInfo(_message.Message):
     def __init__(self, shard_id: _Optional[int] = ..., node: _Optional[str] = ..., available: _Optional[bool] = ..., error: _Optional[str] = ..., points_count: _Optional[int] = ..., ram_bytes: _Optional[int] = ..., disk_bytes: _Optional[int] = ..., originals_read: _Optional[int] = ..., searches: _Optional[int] = ..., state: _Optional[str] = ...) -> None: ...
 
 class CollectionInfo(_message.Message):
-    __slots__ = ("name", "dimension", "distance", "quantization", "index", "shard_number", "replication_factor", "status", "points_count", "shards", "write_consistency")
+    __slots__ = ("name", "dimension", "distance", "quantization", "index", "shard_number", "replication_factor", "status", "points_count", "shards", "write_consistency", "hnsw")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DIMENSION_FIELD_NUMBER: _ClassVar[int]
     DISTANCE_FIELD_NUMBER: _ClassVar[int]
@@ -195,6 +209,7 @@ class CollectionInfo(_message.Message):
     POINTS_COUNT_FIELD_NUMBER: _ClassVar[int]
     SHARDS_FIELD_NUMBER: _ClassVar[int]
     WRITE_CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
+    HNSW_FIELD_NUMBER: _ClassVar[int]
     name: str
     dimension: int
     distance: Distance
@@ -206,7 +221,8 @@ class CollectionInfo(_message.Message):
     points_count: int
     shards: _containers.RepeatedCompositeFieldContainer[ShardReplicaInfo]
     write_consistency: int
-    def __init__(self, name: _Optional[str] = ..., dimension: _Optional[int] = ..., distance: _Optional[_Union[Distance, str]] = ..., quantization: _Optional[_Union[QuantizationConfig, _Mapping]] = ..., index: _Optional[_Union[IndexConfig, _Mapping]] = ..., shard_number: _Optional[int] = ..., replication_factor: _Optional[int] = ..., status: _Optional[_Union[CollectionStatus, str]] = ..., points_count: _Optional[int] = ..., shards: _Optional[_Iterable[_Union[ShardReplicaInfo, _Mapping]]] = ..., write_consistency: _Optional[int] = ...) -> None: ...
+    hnsw: HnswConfig
+    def __init__(self, name: _Optional[str] = ..., dimension: _Optional[int] = ..., distance: _Optional[_Union[Distance, str]] = ..., quantization: _Optional[_Union[QuantizationConfig, _Mapping]] = ..., index: _Optional[_Union[IndexConfig, _Mapping]] = ..., shard_number: _Optional[int] = ..., replication_factor: _Optional[int] = ..., status: _Optional[_Union[CollectionStatus, str]] = ..., points_count: _Optional[int] = ..., shards: _Optional[_Iterable[_Union[ShardReplicaInfo, _Mapping]]] = ..., write_consistency: _Optional[int] = ..., hnsw: _Optional[_Union[HnswConfig, _Mapping]] = ...) -> None: ...
 
 class PointIds(_message.Message):
     __slots__ = ("num", "uuid")
