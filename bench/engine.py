@@ -22,7 +22,7 @@ import numpy as np
 
 from bench.datasets import load_docs384
 from bench.yardsticks import fmt_row, make_row, measure
-from shard.config import CollectionConfig, IndexConfig, QuantizationConfig
+from shard.config import CollectionConfig, HnswConfig, IndexConfig, QuantizationConfig
 from shard.engine import ShardEngine
 
 RESULTS = Path(__file__).resolve().parent / "results" / "engine-docs384.jsonl"
@@ -30,9 +30,15 @@ NLIST = 1024
 #: minimum lists probed; the default rule widens the probe to hold 400 x limit x oversampling points
 NPROBE = 8
 
+#: The HNSW graph option over scalar codes, with Qdrant's build settings (m 16, ef_construct 100, ef 128).
+HNSW = HnswConfig(m=16, ef_construct=100, ef=128)
+
 CONFIGS = [
     ("none", None, "ivf exact scoring", QuantizationConfig(kind="none")),
     ("scalar", None, "int8 per-dim q0.99", QuantizationConfig(kind="scalar")),
+    ("scalar", None, "int8 per-dim q0.99, hnsw m16 efc100 ef128", QuantizationConfig(kind="scalar"), HNSW),
+    ("scalar", None, "int8 per-dim q0.999, hnsw m16 efc100 ef128", QuantizationConfig(kind="scalar", quantile=0.999),
+     HNSW),
     ("binary", None, "1-bit, 4-bit query", QuantizationConfig(kind="binary", query_encoding="scalar4bits")),
     ("binary", None, "1-bit, 8-bit query", QuantizationConfig(kind="binary", query_encoding="scalar8bits")),
     ("binary", None, "1-bit, 1-bit query", QuantizationConfig(kind="binary", query_encoding="binary")),
@@ -56,21 +62,26 @@ def machine() -> dict:
             "date": time.strftime("%Y-%m-%d")}
 
 
-def build(path: str, xb: np.ndarray, quant: QuantizationConfig) -> tuple[ShardEngine, float]:
+def build(path: str, xb: np.ndarray, quant: QuantizationConfig,
+          hnsw: HnswConfig | None = None) -> tuple[ShardEngine, float]:
     eng = ShardEngine.create(path, CollectionConfig(dim=xb.shape[1], distance="cosine", quantization=quant,
-                                                    index=IndexConfig(nlist=NLIST, nprobe=NPROBE)))
+                                                    index=IndexConfig(nlist=NLIST, nprobe=NPROBE), hnsw=hnsw))
     t = time.perf_counter()
     for s in range(0, len(xb), 10_000):
         eng.upsert(np.arange(s, min(s + 10_000, len(xb))), xb[s:s + 10_000])
     return eng, len(xb) / (time.perf_counter() - t)
 
 
-def quiver_rows(xb, xq, gt, nq, oversamplings, log=print) -> list[dict]:
+def quiver_rows(xb, xq, gt, nq, oversamplings, log=print, only: set[str] | None = None) -> list[dict]:
     rows = []
-    for name, compression, variant, quant in CONFIGS:
+    for name, compression, variant, quant, *graph in CONFIGS:
+        if only and name not in only:
+            continue
+        hnsw = graph[0] if graph else None
+        index = "" if hnsw else f", ivf {NLIST}, scan 400k"
         tmp = tempfile.mkdtemp(prefix="quiver-bench-")
         try:
-            eng, rate = build(os.path.join(tmp, "s"), xb, quant)
+            eng, rate = build(os.path.join(tmp, "s"), xb, quant, hnsw)
             st = eng.stats()
             ram = st["ram_bytes"] / st["points"]
             log(f"# quiver {name} {variant}: ingest {rate:,.0f} vectors/s, {ram:.1f} RAM bytes/vector")
@@ -85,7 +96,7 @@ def quiver_rows(xb, xq, gt, nq, oversamplings, log=print) -> list[dict]:
 
                     recall, qps = measure(one, gt, nq, 10)
                     reads = (eng.stats()["originals_read"] - before) / (nq + min(50, nq))
-                    row = make_row("quiver", name, f"{variant}, ivf {NLIST}, scan 400k", compression, ov, rescore,
+                    row = make_row("quiver", name, f"{variant}{index}", compression, ov, rescore,
                                    recall, qps, ram, reads)
                     row["ingest_vectors_per_s"] = rate
                     rows.append(row)
@@ -102,13 +113,15 @@ def main(argv=None) -> None:
     ap.add_argument("--quick", action="store_true", help="200 queries, oversampling 1 and 3")
     ap.add_argument("--no-yardsticks", action="store_true")
     ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument("--only", default="", help="comma-separated quantization rows to run (e.g. scalar,binary); "
+                                               "the yardsticks run in full")
     args = ap.parse_args(argv)
     xb, xq, gt = load_docs384()
     nq = 200 if args.quick else args.queries
     ovs = (1.0, 3.0) if args.quick else (1.0, 2.0, 3.0, 4.0)
     info = machine()
     print(f"# machine: {info}")
-    rows = quiver_rows(xb, xq, gt, nq, ovs)
+    rows = quiver_rows(xb, xq, gt, nq, ovs, only={s for s in args.only.split(",") if s})
     if not args.no_yardsticks:
         from bench import yardsticks
         rows += yardsticks.run_qdrant_edge(xb, xq, gt, oversamplings=ovs, max_queries=nq)
