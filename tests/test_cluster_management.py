@@ -110,10 +110,13 @@ def cluster(nodes, tmp_path, cluster_helpers):
 
 
 def _hash_vectors(ids: np.ndarray) -> np.ndarray:
-    """A deterministic pseudo-random vector per id (so any stored point can be checked against its id)."""
+    """A deterministic pseudo-random vector per id (splitmix64 of id * DIM + j, uniform in [-0.5, 0.5)),
+    so any stored point can be checked against its id and rankings have no near ties."""
     z = ids.astype(np.uint64)[:, None] * np.uint64(DIM) + np.arange(DIM, dtype=np.uint64)[None, :]
-    z = (z + np.uint64(0x9E3779B97F4A7C15)) * np.uint64(0xBF58476D1CE4E5B9)
-    z ^= z >> np.uint64(29)
+    z = z + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z ^= z >> np.uint64(31)
     return ((z >> np.uint64(40)).astype(np.float32) / np.float32(1 << 24) - 0.5).astype(np.float32)
 
 

@@ -27,7 +27,7 @@ import pytest
 import reliability_doc
 from quiver.client import Client
 from shard.errors import DeadlineExceeded, QuiverError, ResourceExhausted, Unavailable
-from test_cluster_management import _replicas, _start_node, _unit, _wait
+from test_cluster_management import _check_exact, _hash_vectors, _replicas, _start_node, _unit, _wait
 
 DIM = 16
 
@@ -112,33 +112,6 @@ def coordinator(nodes, tmp_path, cluster_helpers):
             h.close()
         except Exception:  # noqa: BLE001 - already stopped by the test
             h.loop.close()
-
-
-def _hash_vectors(ids: np.ndarray) -> np.ndarray:
-    """A deterministic pseudo-random vector per id (splitmix64 of id * DIM + j, uniform in [-0.5, 0.5)).
-
-    Unlike test_cluster_management's helper of the same name (one multiply and one
-    xor-shift: neighbouring ids get nearly parallel vectors, so exact top-k lists are
-    full of near ties), these are well mixed, so rankings can be compared.
-    """
-    z = ids.astype(np.uint64)[:, None] * np.uint64(DIM) + np.arange(DIM, dtype=np.uint64)[None, :]
-    z = z + np.uint64(0x9E3779B97F4A7C15)
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    z ^= z >> np.uint64(31)
-    return ((z >> np.uint64(40)).astype(np.float32) / np.float32(1 << 24) - 0.5).astype(np.float32)
-
-
-def _check_exact(client, name: str, alive: set[int], deleted: set[int]) -> None:
-    """The collection holds exactly ``alive`` (none lost, none extra), each with its own vector."""
-    want = np.array(sorted(alive), np.uint64)
-    assert client.count(name) == len(want)
-    got = client.get(name, want, with_payload=False, with_vector=True)
-    assert sorted(np.asarray(got.ids, np.uint64).tolist()) == want.tolist()
-    order = np.argsort(np.asarray(got.ids, np.uint64))
-    np.testing.assert_allclose(_unit(got.vectors[order]), _unit(_hash_vectors(want)), rtol=1e-5, atol=1e-6)
-    if deleted:
-        assert len(client.get(name, np.array(sorted(deleted), np.uint64))) == 0
 
 
 def _timed(fn):
