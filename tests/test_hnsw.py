@@ -63,6 +63,24 @@ def test_graph_search_matches_numpy_reference_when_exhaustive(dtype, use_sqnorm)
         np.testing.assert_allclose(out_s[qi], top, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.int32, np.float32])
+def test_prefetch_row_compiles_and_leaves_the_array_alone(dtype):
+    from numba import njit
+
+    from shard.kernels.graph import _prefetch_row
+
+    @njit
+    def touch(a):
+        for v in range(a.shape[0]):
+            _prefetch_row(a, v)
+        return a.sum()
+
+    a = np.arange(3 * 100, dtype=np.float64).reshape(3, 100).astype(dtype)
+    before = a.copy()
+    assert touch(a) == before.sum()
+    np.testing.assert_array_equal(a, before)
+
+
 def test_graph_search_lut_matches_numpy_reference():
     n, d, nlist, M, K, k = 300, 16, 4, 8, 16, 10
     rng = np.random.default_rng(3)
