@@ -10,6 +10,7 @@ import asyncio
 
 from coordinator import snapshots
 from coordinator.operations import PROBE_TIMEOUT
+from coordinator.placement import replica_load
 from coordinator.service import Coordinator
 from quiver.serving import RpcMetrics, rpc
 from quiver.v1 import admin_pb2 as pb
@@ -31,11 +32,7 @@ def operation_to_proto(op: dict) -> pb.Operation:
 async def node_infos(coord: Coordinator) -> list[pb.NodeInfo]:
     """Every registered node, probed now (in parallel), with what the placement puts on it."""
     addrs = sorted(coord.meta.nodes)
-    placed = {a: 0 for a in addrs}
-    for m in coord.meta.collections.values():
-        for reps in m.placement:
-            for a in reps:
-                placed[a] = placed.get(a, 0) + 1
+    placed = replica_load(coord.meta.collections.values(), addrs)
 
     async def probe(a: str):
         try:
@@ -46,7 +43,7 @@ async def node_infos(coord: Coordinator) -> list[pb.NodeInfo]:
     got = await asyncio.gather(*(probe(a) for a in addrs))
     out = []
     for a, r in zip(addrs, got):
-        info = pb.NodeInfo(address=a, state=coord.meta.nodes[a].state, shards=placed.get(a, 0))
+        info = pb.NodeInfo(address=a, state=coord.meta.nodes[a].state, shards=placed[a])
         if isinstance(r, QuiverError):
             info.healthy, info.error = False, str(r)
         else:

@@ -84,7 +84,6 @@ class Metadata:
         self._listeners: list[Callable[[str], None]] = []
         self._watch_task: asyncio.Task | None = None
         self._lease = 0
-        self._advanced = asyncio.Event()
         self._ack_task: asyncio.Task | None = None
         self._ack_wanted = False
         self._inflight: dict[int, int] = {}  # revision a request was routed at -> requests in flight
@@ -102,9 +101,7 @@ class Metadata:
         self._listeners.append(fn)
 
     async def start(self) -> None:
-        kvs, rev = await self.backend.range("")
-        for kv in kvs:
-            self._apply(kv.key, kv.value, kv.mod_revision)
+        rev = await self._reload()
         self.revision = rev
         if hasattr(self.backend, "on_lease_lost"):
             self.backend.on_lease_lost = self._lease_lost
@@ -127,12 +124,7 @@ class Metadata:
         while True:
             try:
                 self._lease = await self.backend.grant_lease(LEASE_TTL)
-                kvs, rev = await self.backend.range("")
-                keep = {kv.key for kv in kvs}
-                for key in [k for k in self._mod if k not in keep and self._held(k)]:
-                    self._apply(key, None, rev)
-                for kv in kvs:
-                    self._apply(kv.key, kv.value, kv.mod_revision)
+                rev = await self._reload()
                 self._advance(rev, ack=False)
                 self._needed = max(self._needed, rev)
                 await self._register()
@@ -167,18 +159,15 @@ class Metadata:
         held = self._mod.get(key, 0)  # deletes leave their revision here too (a tombstone)
         if mod_revision < held or (mod_revision == held and value is not None):
             return False
-        for prefix, table in ((COLLECTIONS, self.collections), (NODES, self.nodes),
-                              (OPERATIONS, self.operations), (COORDINATORS, self.coordinators)):
-            if key.startswith(prefix):
-                name = key[len(prefix):]
-                if value is None:
-                    table.pop(name, None)
-                else:
-                    table[name] = _decode(key, value)
-                self._mod[key] = mod_revision
-                break
-        else:
+        found = self._table(key)
+        if found is None:
             return False
+        table, name = found
+        if value is None:
+            table.pop(name, None)
+        else:
+            table[name] = _decode(key, value)
+        self._mod[key] = mod_revision
         for fn in self._listeners:
             fn(key)
         return True
@@ -196,23 +185,33 @@ class Metadata:
                 log.warning("metadata watch failed; reloading", extra={"error": str(e)})
                 await asyncio.sleep(0.5)
                 try:
-                    kvs, rev = await self.backend.range("")
+                    rev = await self._reload()
                 except Exception:  # noqa: BLE001 - the store is down; retry
                     continue
-                keep = {kv.key for kv in kvs}
-                for key in [k for k in self._mod if k not in keep and self._held(k)]:
-                    self._apply(key, None, rev)
-                for kv in kvs:
-                    self._apply(kv.key, kv.value, kv.mod_revision)
                 self._advance(rev)
                 start = rev + 1
 
-    def _held(self, key: str) -> bool:
+    def _table(self, key: str) -> tuple[dict, str] | None:
+        """The in-memory table a key belongs to, and the record's name in it."""
         for prefix, table in ((COLLECTIONS, self.collections), (NODES, self.nodes),
                               (OPERATIONS, self.operations), (COORDINATORS, self.coordinators)):
             if key.startswith(prefix):
-                return key[len(prefix):] in table
-        return False
+                return table, key[len(prefix):]
+        return None
+
+    def _held(self, key: str) -> bool:
+        found = self._table(key)
+        return found is not None and found[1] in found[0]
+
+    async def _reload(self) -> int:
+        """Replace the whole view with the store's current content; returns its revision."""
+        kvs, rev = await self.backend.range("")
+        keep = {kv.key for kv in kvs}
+        for key in [k for k in self._mod if k not in keep and self._held(k)]:
+            self._apply(key, None, rev)
+        for kv in kvs:
+            self._apply(kv.key, kv.value, kv.mod_revision)
+        return rev
 
     def _apply_events(self, events: list[Event]) -> None:
         shared = False
@@ -226,8 +225,6 @@ class Metadata:
         other coordinators' fences (not just a coordinator's registration), so publish it."""
         if revision > self.revision:
             self.revision = revision
-            self._advanced.set()
-            self._advanced = asyncio.Event()
         if ack and revision > self._needed:
             self._needed = revision
             self._maybe_ack()

@@ -214,10 +214,7 @@ class Operations:
             if not nodes:
                 raise FailedPrecondition("there are no active nodes to balance over")
             cols = {n: m for n, m in self.meta.collections.items() if m.state == "ready"}
-            load = {n: 0 for n in nodes}
-            for n, c in replica_load(cols.values()).items():
-                if n in load:
-                    load[n] = c
+            load = replica_load(cols.values(), nodes)
             where = {(name, sid): set(m.placement[sid]) for name, m in cols.items() for sid in range(m.shard_number)}
             movable = [(name, sid, node) for name, m in sorted(cols.items()) if not collection or name == collection
                        for sid in range(m.shard_number) for node in m.placement[sid]
@@ -264,10 +261,7 @@ class Operations:
             self._node(address, active=False)
             await self.meta.update(NODES + address, lambda old: NodeMeta(address, NODE_DRAINING) if old else None)
             targets = [n for n in self.c.nodes if n != address]
-            load = {n: 0 for n in targets}
-            for n, c in replica_load(self.meta.collections.values()).items():
-                if n in load:
-                    load[n] = c
+            load = replica_load(self.meta.collections.values(), targets)
             plan = []
             for name, m in sorted(self.meta.collections.items()):
                 for sid in range(m.shard_number):
@@ -486,8 +480,6 @@ class Operations:
         for op in self._running():
             owner = op.get("owner")
             if op["id"] in self._tasks or (owner in live and owner != self.meta.id):
-                continue
-            if owner == self.meta.id and op["id"] in self._tasks:
                 continue
 
             def take(o, me=self.meta.id, was=owner):

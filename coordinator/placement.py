@@ -109,14 +109,15 @@ class CollectionMeta:
                    state, write_consistency)
 
 
-def replica_load(collections) -> dict[str, int]:
-    """Replicas per node over ``collections`` (CollectionMeta values)."""
+def replica_load(collections, nodes=None) -> dict[str, int]:
+    """Replicas per node over ``collections`` (CollectionMeta values); with ``nodes``, exactly
+    those nodes (0 for a node holding none, other nodes left out)."""
     load: dict[str, int] = {}
     for m in collections:
         for addrs in m.placement:
             for a in addrs:
                 load[a] = load.get(a, 0) + 1
-    return load
+    return load if nodes is None else {n: load.get(n, 0) for n in nodes}
 
 
 def place_shards(shard_number: int, replication_factor: int, nodes: list[str],

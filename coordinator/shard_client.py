@@ -37,9 +37,9 @@ MAX_BATCH_ROWS = 64
 STREAM_TIMEOUT = 6 * 3600.0
 
 
-async def _call(method, request, timeout: float, where: str):
+async def _call(method, request, timeout: float, where: str, **kw):
     try:
-        return await method(request, timeout=timeout)
+        return await method(request, timeout=timeout, **kw)
     except grpc.RpcError as e:  # grpc.aio.AioRpcError
         raise error_from_rpc(e, where) from None
 
@@ -127,12 +127,8 @@ class NodeClient:
     async def list_shards(self, timeout: float | None = None, wait_for_ready: bool = False) -> list[dict]:
         """The node's shards and their stats. ``wait_for_ready``: wait (within the timeout) for
         the channel to connect instead of failing at once on a node that was down a moment ago."""
-        where = f"listing the shards of {self.address}"
-        try:
-            r = await self.stub.ListShards(pb.ListShardsRequest(), timeout=timeout or self.timeout,
-                                           wait_for_ready=wait_for_ready)
-        except grpc.RpcError as e:
-            raise error_from_rpc(e, where) from None
+        r = await _call(self.stub.ListShards, pb.ListShardsRequest(), timeout or self.timeout,
+                        f"listing the shards of {self.address}", wait_for_ready=wait_for_ready)
         return [dict(convert.stats_from_proto(s), collection=s.shard.collection, shard_id=s.shard.shard_id)
                 for s in r.shards]
 
@@ -176,10 +172,8 @@ class NodeClient:
 
     async def restore(self, chunks, collection: str, shard_id: int, timeout: float = STREAM_TIMEOUT) -> int:
         """Send a snapshot stream (an async iterator of pb.SnapshotChunk); returns the point count."""
-        try:
-            r = await self.stub.RestoreShard(chunks, timeout=timeout)
-        except grpc.RpcError as e:
-            raise error_from_rpc(e, f"restoring shard {shard_id} of {collection!r} on {self.address}") from None
+        r = await _call(self.stub.RestoreShard, chunks, timeout,
+                        f"restoring shard {shard_id} of {collection!r} on {self.address}")
         return r.points
 
 
