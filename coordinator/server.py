@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import grpc
 
@@ -15,8 +16,9 @@ from coordinator.admin import SERVICE_NAME as ADMIN_SERVICE_NAME
 from coordinator.admin import AdminServicer
 from coordinator.service import CollectionStatus, Coordinator, Points
 from quiver import convert, security
-from quiver.serving import (DEFAULT_MAX_MESSAGE_MB, RpcMetrics, add_standard_services, bind, new_health, new_server,
-                            rpc, run_until_signal, start_health_server, start_metrics, write_port_file)
+from quiver.serving import (DEFAULT_MAX_MESSAGE_MB, AioStreams, RpcMetrics, add_standard_services, bind, new_health,
+                            new_server, rpc, run_until_signal, start_health_server, start_metrics, stream_status,
+                            undecodable, write_port_file)
 from quiver.v1 import quiver_pb2 as pb
 from quiver.v1 import admin_pb2_grpc
 from quiver.v1 import quiver_pb2_grpc as pb_grpc
@@ -54,9 +56,10 @@ def _collection_info(st: CollectionStatus) -> pb.CollectionInfo:
 
 
 class QuiverServicer(pb_grpc.QuiverServicer):
-    def __init__(self, coordinator: Coordinator, metrics: RpcMetrics):
+    def __init__(self, coordinator: Coordinator, metrics: RpcMetrics, streams: AioStreams | None = None):
         self.coord = coordinator
         self.metrics = metrics
+        self.streams = streams or AioStreams()
 
     @rpc
     async def CreateCollection(self, request, context):
@@ -104,24 +107,65 @@ class QuiverServicer(pb_grpc.QuiverServicer):
 
     @rpc
     async def Search(self, request, context):
+        return await self._search(request, context.time_remaining())
+
+    async def _search(self, request: pb.SearchRequest, timeout: float | None) -> pb.SearchResponse:
         queries = convert.vectors_from_proto(request.vectors, "query vectors")
         results, answered, total, missing = await self.coord.search(request.collection, queries,
-                                                     convert.search_spec_from_proto(request),
-                                                     context.time_remaining())
+                                                                    convert.search_spec_from_proto(request),
+                                                                    timeout)
         return pb.SearchResponse(results=[_points(r) for r in results], shards_answered=answered,
                                  shards_total=total, missing_shards=missing)
+
+    @rpc
+    async def SearchStream(self, request_iterator, context):
+        """Each search on the stream runs as its own task (a client may have many in
+        flight) and is answered with its tag as soon as it is done; counted and
+        timed as ``Search`` calls."""
+        answering = self.streams.open()
+        write_lock = asyncio.Lock()
+
+        async def answer(msg) -> None:
+            t0 = time.perf_counter()
+            try:
+                bad = undecodable(msg)
+                if bad is not None:
+                    raise bad
+                out = pb.SearchStreamResponse(tag=msg.tag,
+                                              result=await self._search(msg.search, msg.timeout_seconds or None))
+                code = "OK"
+            except Exception as exc:  # noqa: BLE001 - every error becomes this search's status
+                status, code = stream_status("Search", exc)
+                out = pb.SearchStreamResponse(tag=getattr(msg, "tag", 0), status=status)
+            self.metrics.observe("Search", code, time.perf_counter() - t0)
+            async with write_lock:
+                await context.write(out)
+
+        try:
+            async for msg in request_iterator:
+                task = asyncio.ensure_future(answer(msg))
+                answering.add(task)
+                task.add_done_callback(answering.discard)
+            if answering:  # the client closed its side: answer what it asked, then end the stream
+                await asyncio.wait(list(answering))
+        finally:
+            self.streams.close()
+            for task in answering:
+                task.cancel()
 
 
 async def create_server(address: str, coordinator: Coordinator, *, metrics: RpcMetrics | None = None,
                         health_servicer=None, max_message_mb: int = DEFAULT_MAX_MESSAGE_MB,
                         api_keys: security.ApiKeys | None = None,
-                        tls: grpc.ServerCredentials | None = None) -> tuple[grpc.aio.Server, int]:
+                        tls: grpc.ServerCredentials | None = None,
+                        streams: AioStreams | None = None) -> tuple[grpc.aio.Server, int]:
     """Start the Quiver service for ``coordinator`` on ``address`` (port 0 = any free port).
 
     ``api_keys``: every call but health and reflection needs one (read-only
     keys only the read methods); None = no authentication. ``tls``: serve TLS
-    (``security.server_credentials``). Returns ``(server, port)``; the caller
-    closes ``coordinator`` after stopping the server.
+    (``security.server_credentials``). ``streams``: to end the search streams
+    when stopping (``AioStreams.end_all``). Returns ``(server, port)``; the
+    caller closes ``coordinator`` after stopping the server.
     """
     await coordinator.start()
     metrics = metrics or RpcMetrics("coordinator")
@@ -129,7 +173,7 @@ async def create_server(address: str, coordinator: Coordinator, *, metrics: RpcM
     if not api_keys:
         security.log_open_once("coordinator", address, "API keys")
     server = new_server(max_message_mb << 20, interceptors)
-    pb_grpc.add_QuiverServicer_to_server(QuiverServicer(coordinator, metrics), server)
+    pb_grpc.add_QuiverServicer_to_server(QuiverServicer(coordinator, metrics, streams), server)
     admin_pb2_grpc.add_QuiverAdminServicer_to_server(AdminServicer(coordinator, metrics, _collection_info), server)
     await add_standard_services(server, [SERVICE_NAME, ADMIN_SERVICE_NAME], health_servicer)
     port = bind(server, address, tls)
@@ -153,8 +197,9 @@ async def _serve(address: str, data_dir: str, shard_nodes: list[str], *, shard_t
     coordinator.pool.set_metadata(security.cluster_metadata(cluster_secret))  # before any shard call
     metrics = RpcMetrics("coordinator")
     health = new_health()
+    streams = AioStreams()
     server, port = await create_server(address, coordinator, metrics=metrics, health_servicer=health,
-                                       max_message_mb=max_message_mb, api_keys=api_keys, tls=tls)
+                                       max_message_mb=max_message_mb, api_keys=api_keys, tls=tls, streams=streams)
     httpd, mport = start_metrics(metrics_port, metrics.registry)
     hserver, hport = None, None
     if health_port is not None:
@@ -173,7 +218,7 @@ async def _serve(address: str, data_dir: str, shard_nodes: list[str], *, shard_t
                                              "cluster_secret": cluster_secret is not None})
     if port_file:
         write_port_file(port_file, port=port, metrics_port=mport, health_port=hport)
-    await run_until_signal(server, health, grace=grace, on_stop=on_stop, metrics_httpd=httpd)
+    await run_until_signal(server, health, grace=grace, on_stop=on_stop, metrics_httpd=httpd, streams=streams)
 
 
 def serve(address: str, data_dir: str, shard_nodes: list[str], *, shard_timeout: float = 10.0,

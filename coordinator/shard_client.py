@@ -22,10 +22,12 @@ import grpc
 import numpy as np
 
 from coordinator.errors import error_from_rpc
+from coordinator.search_stream import SearchStream
 from quiver import convert
 from quiver.serving import message_options
 from quiver.v1 import shard_node_pb2 as pb
 from quiver.v1 import shard_node_pb2_grpc as pb_grpc
+from shard.errors import QuiverError
 from shard.node import ShardPoints, ShardSearch
 
 #: Searches to one replica on the wire at once before new ones queue and coalesce
@@ -63,6 +65,7 @@ class NodePool:
             ("grpc.max_reconnect_backoff_ms", 1_000),
         ]
         self._stubs: dict[str, pb_grpc.ShardNodeStub] = {}
+        self._searchers: dict[str, SearchStream] = {}
         self._channels: list[grpc.aio.Channel] = []
         self._metadata: tuple[tuple[str, str], ...] | None = None
 
@@ -86,10 +89,21 @@ class NodePool:
     def node(self, address: str) -> "NodeClient":
         return NodeClient(self.stub(address), address, self.write_timeout)
 
+    def searcher(self, address: str) -> SearchStream:
+        """The node's search stream (one per node, shared by its shards)."""
+        ss = self._searchers.get(address)
+        if ss is None:
+            ss = self._searchers[address] = SearchStream(self.stub(address), address)
+        return ss
+
     def shard(self, address: str, collection: str, shard_id: int) -> "RemoteShard":
-        return RemoteShard(self.stub(address), address, collection, shard_id, self.timeout, self.write_timeout)
+        return RemoteShard(self.stub(address), address, collection, shard_id, self.timeout, self.write_timeout,
+                           self.searcher(address))
 
     async def close(self) -> None:
+        for ss in self._searchers.values():
+            await ss.close()
+        self._searchers.clear()
         for c in self._channels:
             await c.close()
         self._channels.clear()
@@ -191,11 +205,12 @@ class RemoteShard:
     """One replica of one shard on a shard node (implements shard.node.Shard)."""
 
     __slots__ = ("stub", "node", "collection", "shard_id", "ref", "name", "timeout", "write_timeout", "_queue",
-                 "_in_flight", "_tasks")
+                 "_in_flight", "_tasks", "searcher")
 
     def __init__(self, stub: pb_grpc.ShardNodeStub, node: str, collection: str, shard_id: int, timeout: float,
-                 write_timeout: float):
+                 write_timeout: float, searcher: SearchStream | None = None):
         self.stub, self.node, self.collection, self.shard_id = stub, node, collection, shard_id
+        self.searcher = searcher  # None: unary Search calls
         self.ref = pb.ShardRef(collection=collection, shard_id=shard_id)
         self.name = f"shard {shard_id} of {collection!r} on {node}"
         self.timeout, self.write_timeout = timeout, write_timeout
@@ -294,7 +309,16 @@ class RemoteShard:
 
     async def _search_call(self, queries: np.ndarray, params: ShardSearch, timeout: float) -> list[ShardPoints]:
         req = convert.shard_search_to_proto(self.ref, queries, params)
-        r = await _call(self.stub.Search, req, timeout, self.name)
+        ss = self.searcher
+        if ss is not None and not ss.unsupported:
+            try:
+                r = await ss.search(req, timeout, self.name)
+            except QuiverError:
+                if not ss.unsupported:  # the node is too old for the stream: ask it the unary way
+                    raise
+                r = await _call(self.stub.Search, req, timeout, self.name)
+        else:
+            r = await _call(self.stub.Search, req, timeout, self.name)
         return [convert.shard_points_from_proto(p, params.with_payload, params.with_vector) for p in r.results]
 
     async def stats(self, timeout: float | None = None) -> dict:

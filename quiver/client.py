@@ -25,12 +25,13 @@ import numpy as np
 
 from coordinator.errors import error_from_rpc
 from quiver import convert
+from quiver.client_stream import SearchStream
 from quiver.ids import to_columns
 from quiver.serving import DEFAULT_MAX_MESSAGE_MB, message_options
 from quiver.v1 import quiver_pb2 as pb
 from quiver.v1 import quiver_pb2_grpc as pb_grpc
 from shard.config import CollectionConfig, HnswConfig, IndexConfig, QuantizationConfig
-from shard.errors import InvalidArgument, ResourceExhausted, Unavailable
+from shard.errors import InvalidArgument, QuiverError, ResourceExhausted, Unavailable
 
 _STATUS_NAMES = {pb.COLLECTION_STATUS_GREEN: "green", pb.COLLECTION_STATUS_YELLOW: "yellow",
                  pb.COLLECTION_STATUS_RED: "red"}
@@ -199,12 +200,15 @@ class Client:
     tls: connect over TLS, trusting ``ca_cert`` (a PEM file; None = the system's
     roots); ``tls_server_name`` overrides the name checked against the
     certificate (when the address is not one of its names).
+    search_stream: send searches on one long-lived stream (``Quiver.SearchStream``,
+    see quiver/client_stream.py) rather than a unary call each; same results
+    and errors, less work per search on both sides.
     """
 
     def __init__(self, address: str = "localhost:6334", *, timeout: float | None = 300.0,
                  max_message_mb: int = DEFAULT_MAX_MESSAGE_MB, channel: grpc.Channel | None = None,
                  api_key: str | None = None, tls: bool = False, ca_cert: str | Path | None = None,
-                 tls_server_name: str | None = None):
+                 tls_server_name: str | None = None, search_stream: bool = True):
         self.address = address
         self.timeout = timeout
         self.max_message_bytes = max_message_mb << 20
@@ -214,8 +218,14 @@ class Client:
         self._raw_channel = channel  # readiness is watched on the channel itself
         self._channel = grpc.intercept_channel(channel, _ApiKeyInterceptor(api_key)) if api_key else channel
         self._stub = pb_grpc.QuiverStub(self._channel)
+        # streams are not seen by the unary interceptor: the key goes along as metadata
+        self._search_stream = SearchStream(pb_grpc.QuiverStub(channel).SearchStream, address,
+                                           (_ApiKeyInterceptor(api_key)._header,) if api_key else None
+                                           ) if search_stream else None
 
     def close(self) -> None:
+        if self._search_stream is not None:
+            self._search_stream.close()
         self._channel.close()
 
     def __enter__(self) -> "Client":
@@ -391,7 +401,17 @@ class Client:
                                   oversampling=float(oversampling), rescore=rescore, ignore=ignore, exact=exact,
                                   effort=effort, allow_partial=allow_partial)
         req = convert.search_request_to_proto(collection, _vectors(vectors, "queries"), spec)
-        r = self._call(self._stub.Search, req, timeout)
+        timeout = self.timeout if timeout is None else timeout
+        ss = self._search_stream
+        if ss is not None and not ss.unsupported:
+            try:
+                r = ss.search(req, timeout)
+            except QuiverError:
+                if not ss.unsupported:  # an older coordinator: ask it the unary way
+                    raise
+                r = self._call(self._stub.Search, req, timeout)
+        else:
+            r = self._call(self._stub.Search, req, timeout)
         out = []
         for res in r.results:
             out.append(ScoredPoints(

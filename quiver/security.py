@@ -40,7 +40,7 @@ CLUSTER_SECRET_HEADER = "x-quiver-cluster-secret"
 
 #: Methods a read-only key may call; every other method of the guarded services needs admin.
 READ_METHODS = frozenset(f"/quiver.v1.Quiver/{m}" for m in
-                         ("Search", "GetPoints", "Count", "GetCollection", "ListCollections"))
+                         ("Search", "SearchStream", "GetPoints", "Count", "GetCollection", "ListCollections"))
 #: Services open to everyone (probes, grpcurl's listing).
 OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.v1alpha.ServerReflection/",
                  "/grpc.reflection.v1.ServerReflection/")

@@ -32,6 +32,8 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 
 from coordinator.errors import status_for
+from shard.errors import InvalidArgument
+from quiver.v1 import common_pb2
 
 log = logging.getLogger("quiver.server")
 
@@ -63,11 +65,22 @@ class _Undecodable:
         self.error = error
 
 
+UNDECODABLE = "the request could not be parsed as this method's protobuf message ({})"
+
+
+def undecodable(message) -> InvalidArgument | None:
+    """For a message read from a request stream: the error to answer it with when
+    its bytes were not the method's message, else None."""
+    if isinstance(message, _Undecodable):
+        return InvalidArgument(UNDECODABLE.format(message.error))
+    return None
+
+
 def _guarded(handler, aio: bool):
     """``handler`` with a deserializer that never raises: undecodable request bytes
     (corrupt protobuf, invalid UTF-8 in a string field) become INVALID_ARGUMENT
     instead of the UNKNOWN gRPC answers when a deserializer raises."""
-    if handler is None or handler.request_streaming or handler.request_deserializer is None:
+    if handler is None or handler.request_deserializer is None:
         return handler
     decode = handler.request_deserializer
 
@@ -77,8 +90,16 @@ def _guarded(handler, aio: bool):
         except Exception as e:  # protobuf raises DecodeError, or ValueError/UnicodeDecodeError
             return _Undecodable(e)
 
+    if handler.request_streaming:
+        if not handler.response_streaming:  # client streams (snapshot restore) keep gRPC's handling
+            return handler
+        # a multiplexed stream answers an undecodable message with its status (see ``undecodable``)
+        inner = handler.stream_stream
+        return grpc.stream_stream_rpc_method_handler(inner, request_deserializer=safe,
+                                                     response_serializer=handler.response_serializer)
+
     inner = handler.unary_stream if handler.response_streaming else handler.unary_unary
-    message = "the request could not be parsed as this method's protobuf message ({})"
+    message = UNDECODABLE
     if aio and inspect.iscoroutinefunction(inner):
         async def behaviour(request, context):
             if isinstance(request, _Undecodable):
@@ -154,6 +175,14 @@ class RpcMetrics:
                                           self.latency.labels(self.role, method))
         pair[0].inc()
         pair[1].observe(seconds)
+
+
+def stream_status(method: str, exc: Exception):
+    """How a multiplexed stream answers one failed request: a ``CallStatus`` with
+    the code and message a unary call would have ended with (logged the same
+    way), and the code's name for the metrics."""
+    status, message = _failed(method, exc)
+    return common_pb2.CallStatus(code=status.value[0], message=message), status.name
 
 
 def _failed(method: str, exc: Exception) -> tuple[grpc.StatusCode, str]:
@@ -296,8 +325,44 @@ def start_metrics(port: int | None, registry: CollectorRegistry, host: str = "0.
     return httpd, httpd.server_port
 
 
+class AioStreams:
+    """The open multiplexed streams of an aio server, so a stopping server can end
+    them once the requests they are answering are answered (a stream waiting for
+    its next request would otherwise hold the stop for the whole grace period)."""
+
+    def __init__(self):
+        self._open: dict[asyncio.Task, set[asyncio.Task]] = {}
+
+    def open(self) -> set[asyncio.Task]:
+        """Register the calling handler's task; returns the set to keep its answers' tasks in."""
+        answering: set[asyncio.Task] = set()
+        self._open[asyncio.current_task()] = answering
+        return answering
+
+    def close(self) -> None:
+        self._open.pop(asyncio.current_task(), None)
+
+    async def end_all(self, timeout: float) -> None:
+        streams = list(self._open.items())
+        pending = [t for _, answering in streams for t in answering]
+        if pending:
+            await asyncio.wait(pending, timeout=timeout)
+        for handler, _ in streams:
+            handler.cancel()
+
+
+async def stop_server(server: grpc.aio.Server, grace: float, streams: AioStreams | None = None) -> None:
+    """Refuse new calls, give in-flight ones ``grace`` seconds, and end ``streams``
+    as soon as the requests they are answering are answered."""
+    stopping = asyncio.ensure_future(server.stop(grace))
+    if streams is not None:
+        await streams.end_all(grace)
+    await stopping
+
+
 async def run_until_signal(server: grpc.aio.Server, health_servicer: health.aio.HealthServicer, *, grace: float,
-                           on_stop: Callable[[], Awaitable[None]], metrics_httpd=None) -> None:
+                           on_stop: Callable[[], Awaitable[None]], metrics_httpd=None,
+                           streams: AioStreams | None = None) -> None:
     """Serve until SIGTERM or SIGINT, then stop gracefully.
 
     Health turns NOT_SERVING first (load balancers stop routing), in-flight
@@ -317,7 +382,7 @@ async def run_until_signal(server: grpc.aio.Server, health_servicer: health.aio.
     await stop.wait()
     log.info("stopping", extra={"signal": signal.Signals(received[0]).name, "grace_s": grace})
     await health_servicer.enter_graceful_shutdown()
-    await server.stop(grace)
+    await stop_server(server, grace, streams)
     await on_stop()
     if metrics_httpd is not None:
         metrics_httpd.shutdown()
@@ -325,8 +390,12 @@ async def run_until_signal(server: grpc.aio.Server, health_servicer: health.aio.
 
 
 def run_until_signal_sync(server: grpc.Server, health_servicer: health.HealthServicer, *, grace: float,
-                          on_stop: Callable[[], None], metrics_httpd=None) -> None:
-    """``run_until_signal`` for a thread-pool server (call from the main thread)."""
+                          on_stop: Callable[[], None], metrics_httpd=None,
+                          end_streams: Callable[[], None] | None = None) -> None:
+    """``run_until_signal`` for a thread-pool server (call from the main thread).
+    ``end_streams``: once new calls are refused, end long-lived streams (each
+    after the request it is answering), which would otherwise hold the stop
+    for the whole grace period."""
     stop = threading.Event()
     received: list[int] = []
 
@@ -340,7 +409,10 @@ def run_until_signal_sync(server: grpc.Server, health_servicer: health.HealthSer
         pass
     log.info("stopping", extra={"signal": signal.Signals(received[0]).name, "grace_s": grace})
     health_servicer.enter_graceful_shutdown()
-    server.stop(grace).wait()
+    stopped = server.stop(grace)
+    if end_streams is not None:
+        end_streams()
+    stopped.wait()
     on_stop()
     if metrics_httpd is not None:
         metrics_httpd.shutdown()

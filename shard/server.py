@@ -13,13 +13,16 @@ the engine lets searches run beside writes).
 from __future__ import annotations
 
 import logging
+import threading
+import time
 
 import grpc
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from quiver import convert, security
 from quiver.serving import (DEFAULT_MAX_MESSAGE_MB, RpcMetrics, add_standard_services_sync, bind, new_health,
-                            new_thread_server, rpc, run_until_signal_sync, start_metrics, write_port_file)
+                            new_thread_server, rpc, run_until_signal_sync, start_metrics, stream_status,
+                            undecodable, write_port_file)
 from quiver.v1 import shard_node_pb2 as pb
 from quiver.v1 import shard_node_pb2_grpc as pb_grpc
 from shard.errors import InvalidArgument
@@ -30,10 +33,57 @@ log = logging.getLogger("quiver.shard")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ShardNode"].full_name
 
 
+def _until_cancelled(requests):
+    """A stream's requests until the client closes it or it is cancelled (the
+    iterator then raises RpcError: not an error of this node's)."""
+    try:
+        yield from requests
+    except grpc.RpcError:
+        return
+
+
+class _Stream:
+    __slots__ = ("context", "busy", "ending")
+
+    def __init__(self, context):
+        self.context = context
+        self.busy = threading.Lock()
+        self.ending = False
+
+
+class Streams:
+    """The open search streams, so a stopping node can end them: each one after
+    the request it is answering (an idle stream waits in a read that only
+    cancelling ends; the server's stop would otherwise wait out its grace)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._open: set[_Stream] = set()
+
+    def open(self, context) -> _Stream:
+        stream = _Stream(context)
+        with self._lock:
+            self._open.add(stream)
+        return stream
+
+    def close(self, stream: _Stream) -> None:
+        with self._lock:
+            self._open.discard(stream)
+
+    def end_all(self) -> None:
+        with self._lock:
+            streams = list(self._open)
+        for stream in streams:
+            with stream.busy:
+                stream.ending = True
+                stream.context.cancel()
+
+
 class ShardNodeServicer(pb_grpc.ShardNodeServicer):
-    def __init__(self, node: ShardNode, metrics: RpcMetrics):
+    def __init__(self, node: ShardNode, metrics: RpcMetrics, streams: Streams | None = None):
         self.node = node
         self.metrics = metrics
+        self.streams = streams or Streams()
 
     def _shard(self, ref: pb.ShardRef):
         return self.node.get(ref.collection, ref.shard_id)
@@ -78,9 +128,37 @@ class ShardNodeServicer(pb_grpc.ShardNodeServicer):
 
     @rpc
     def Search(self, request, context):
+        return self._search(request)
+
+    def _search(self, request: pb.ShardSearchRequest) -> pb.ShardSearchResponse:
         queries = convert.vectors_from_proto(request.queries, "queries")
         hits = self._shard(request.shard).search_now(queries, convert.shard_search_from_proto(request))
         return pb.ShardSearchResponse(results=[convert.shard_points_to_proto(h) for h in hits])
+
+    @rpc
+    def SearchStream(self, request_iterator, context):
+        """Searches in request order on one stream, each answered with its result or
+        its status; counted and timed as ``Search`` calls."""
+        stream = self.streams.open(context)
+        try:
+            for msg in _until_cancelled(request_iterator):
+                with stream.busy:  # held until the answer is handed over (see Streams.end_all)
+                    if stream.ending:
+                        return
+                    t0 = time.perf_counter()
+                    try:
+                        bad = undecodable(msg)
+                        if bad is not None:
+                            raise bad
+                        answer = pb.ShardSearchStreamResponse(tag=msg.tag, result=self._search(msg.search))
+                        code = "OK"
+                    except Exception as exc:  # noqa: BLE001 - every error becomes this request's status
+                        status, code = stream_status("Search", exc)
+                        answer = pb.ShardSearchStreamResponse(tag=getattr(msg, "tag", 0), status=status)
+                    self.metrics.observe("Search", code, time.perf_counter() - t0)
+                    yield answer
+        finally:
+            self.streams.close(stream)
 
     @rpc
     def Stats(self, request, context):
@@ -184,13 +262,15 @@ class ShardCollector:
 
 def create_server(address: str, node: ShardNode, *, metrics: RpcMetrics | None = None, health_servicer=None,
                   max_message_mb: int = DEFAULT_MAX_MESSAGE_MB, workers: int = 16,
-                  cluster_secret: str | None = None) -> tuple[grpc.Server, int]:
+                  cluster_secret: str | None = None,
+                  streams: Streams | None = None) -> tuple[grpc.Server, int]:
     """Start a ShardNode server for ``node`` on ``address`` (port 0 = any free port).
 
     ``cluster_secret``: every call but health and reflection must carry it
     (the coordinator sends it); None = no check. Returns ``(server, port)``.
     The caller owns ``node`` and closes it after stopping the server; pass
-    ``health_servicer`` to flip it on shutdown.
+    ``health_servicer`` to flip it on shutdown, and ``streams`` to end the
+    search streams on shutdown (``Streams.end_all``).
     """
     metrics = metrics or RpcMetrics("shard")
     interceptors = None
@@ -199,7 +279,7 @@ def create_server(address: str, node: ShardNode, *, metrics: RpcMetrics | None =
     else:
         security.log_open_once("shard node", address, "cluster secret")
     server = new_thread_server(max_message_mb << 20, workers, interceptors)
-    pb_grpc.add_ShardNodeServicer_to_server(ShardNodeServicer(node, metrics), server)
+    pb_grpc.add_ShardNodeServicer_to_server(ShardNodeServicer(node, metrics, streams), server)
     add_standard_services_sync(server, [SERVICE_NAME], health_servicer)
     port = bind(server, address)
     server.start()
@@ -214,12 +294,15 @@ def serve(address: str, data_dir: str, *, metrics_port: int | None = None, port_
     metrics = RpcMetrics("shard")
     metrics.registry.register(ShardCollector(node))
     health = new_health(aio=False)
+    streams = Streams()
     server, port = create_server(address, node, metrics=metrics, health_servicer=health,
-                                 max_message_mb=max_message_mb, workers=workers, cluster_secret=cluster_secret)
+                                 max_message_mb=max_message_mb, workers=workers, cluster_secret=cluster_secret,
+                                 streams=streams)
     httpd, mport = start_metrics(metrics_port, metrics.registry)
     log.info("shard node listening", extra={"address": address, "port": port, "metrics_port": mport,
                                             "data_dir": str(data_dir), "shards": len(node.shards()),
                                             "cluster_secret": cluster_secret is not None})
     if port_file:
         write_port_file(port_file, port=port, metrics_port=mport)
-    run_until_signal_sync(server, health, grace=grace, on_stop=node.close, metrics_httpd=httpd)
+    run_until_signal_sync(server, health, grace=grace, on_stop=node.close, metrics_httpd=httpd,
+                          end_streams=streams.end_all)

@@ -91,7 +91,7 @@ class CoordinatorHandle:
     def start(self, port: int = 0) -> None:
         from coordinator.server import create_server
         from coordinator.service import Coordinator
-        from quiver.serving import RpcMetrics
+        from quiver.serving import AioStreams, RpcMetrics
 
         async def up():
             kw = dict(self.kw)
@@ -99,15 +99,19 @@ class CoordinatorHandle:
                 kw["metadata"] = self.metadata_factory()
             self.coordinator = Coordinator(str(self.data_dir), self.nodes, **kw)
             self.metrics = RpcMetrics("coordinator")
+            self.streams = AioStreams()
             self.server, self.port = await create_server(f"127.0.0.1:{port}", self.coordinator,
-                                                         metrics=self.metrics, **self.server_kw)
+                                                         metrics=self.metrics, streams=self.streams,
+                                                         **self.server_kw)
 
         self.loop.run(up())
         self.address = f"127.0.0.1:{self.port}"
 
     def stop(self) -> None:
+        from quiver.serving import stop_server
+
         async def down():
-            await self.server.stop(2)
+            await stop_server(self.server, 2, self.streams)
             await self.coordinator.close()
 
         self.loop.run(down())

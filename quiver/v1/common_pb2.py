@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16quiver/v1/common.proto\x12\tquiver.v1\"5\n\x07Vectors\x12\x0b\n\x03\x64im\x18\x01 \x01(\r\x12\r\n\x05\x66\x33\x32le\x18\x02 \x01(\x0c\x12\x0e\n\x06values\x18\x03 \x03(\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16quiver/v1/common.proto\x12\tquiver.v1\"5\n\x07Vectors\x12\x0b\n\x03\x64im\x18\x01 \x01(\r\x12\r\n\x05\x66\x33\x32le\x18\x02 \x01(\x0c\x12\x0e\n\x06values\x18\x03 \x03(\x02\"+\n\nCallStatus\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,4 +33,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_VECTORS']._serialized_start=37
   _globals['_VECTORS']._serialized_end=90
+  _globals['_CALLSTATUS']._serialized_start=92
+  _globals['_CALLSTATUS']._serialized_end=135
 # @@protoc_insertion_point(module_scope)

@@ -15,3 +15,11 @@ class Vectors(_message.Message):
     f32le: bytes
     values: _containers.RepeatedScalarFieldContainer[float]
     def __init__(self, dim: _Optional[int] = ..., f32le: _Optional[bytes] = ..., values: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class CallStatus(_message.Message):
+    __slots__ = ("code", "message")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    message: str
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...

@@ -354,6 +354,26 @@ class ScoredPoints(_message.Message):
     vectors: _common_pb2.Vectors
     def __init__(self, ids: _Optional[_Union[PointIds, _Mapping]] = ..., scores: _Optional[_Iterable[float]] = ..., payloads: _Optional[_Iterable[bytes]] = ..., vectors: _Optional[_Union[_common_pb2.Vectors, _Mapping]] = ...) -> None: ...
 
+class SearchStreamRequest(_message.Message):
+    __slots__ = ("tag", "search", "timeout_seconds")
+    TAG_FIELD_NUMBER: _ClassVar[int]
+    SEARCH_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    tag: int
+    search: SearchRequest
+    timeout_seconds: float
+    def __init__(self, tag: _Optional[int] = ..., search: _Optional[_Union[SearchRequest, _Mapping]] = ..., timeout_seconds: _Optional[float] = ...) -> None: ...
+
+class SearchStreamResponse(_message.Message):
+    __slots__ = ("tag", "result", "status")
+    TAG_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    tag: int
+    result: SearchResponse
+    status: _common_pb2.CallStatus
+    def __init__(self, tag: _Optional[int] = ..., result: _Optional[_Union[SearchResponse, _Mapping]] = ..., status: _Optional[_Union[_common_pb2.CallStatus, _Mapping]] = ...) -> None: ...
+
 class SearchResponse(_message.Message):
     __slots__ = ("results", "shards_answered", "shards_total", "missing_shards")
     RESULTS_FIELD_NUMBER: _ClassVar[int]

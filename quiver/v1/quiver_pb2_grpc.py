@@ -79,6 +79,11 @@ class QuiverStub:
                 request_serializer=quiver_dot_v1_dot_quiver__pb2.SearchRequest.SerializeToString,
                 response_deserializer=quiver_dot_v1_dot_quiver__pb2.SearchResponse.FromString,
                 _registered_method=True)
+        self.SearchStream = channel.stream_stream(
+                '/quiver.v1.Quiver/SearchStream',
+                request_serializer=quiver_dot_v1_dot_quiver__pb2.SearchStreamRequest.SerializeToString,
+                response_deserializer=quiver_dot_v1_dot_quiver__pb2.SearchStreamResponse.FromString,
+                _registered_method=True)
 
 
 class QuiverServicer:
@@ -143,6 +148,17 @@ class QuiverServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SearchStream(self, request_iterator, context):
+        """Search over one long-lived stream, for clients that search often: the
+        same requests and answers as Search without a call's setup per search
+        (the client library uses it). Each request carries a tag its answer
+        repeats; answers may come out of request order; a failed search answers
+        with its status (as Search would have ended) and the stream goes on.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QuiverServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -190,6 +206,11 @@ def add_QuiverServicer_to_server(servicer, server):
                     servicer.Search,
                     request_deserializer=quiver_dot_v1_dot_quiver__pb2.SearchRequest.FromString,
                     response_serializer=quiver_dot_v1_dot_quiver__pb2.SearchResponse.SerializeToString,
+            ),
+            'SearchStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.SearchStream,
+                    request_deserializer=quiver_dot_v1_dot_quiver__pb2.SearchStreamRequest.FromString,
+                    response_serializer=quiver_dot_v1_dot_quiver__pb2.SearchStreamResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -435,6 +456,33 @@ class Quiver:
             '/quiver.v1.Quiver/Search',
             quiver_dot_v1_dot_quiver__pb2.SearchRequest.SerializeToString,
             quiver_dot_v1_dot_quiver__pb2.SearchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SearchStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/quiver.v1.Quiver/SearchStream',
+            quiver_dot_v1_dot_quiver__pb2.SearchStreamRequest.SerializeToString,
+            quiver_dot_v1_dot_quiver__pb2.SearchStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -157,6 +157,24 @@ class ShardSearchResponse(_message.Message):
     results: _containers.RepeatedCompositeFieldContainer[ShardPoints]
     def __init__(self, results: _Optional[_Iterable[_Union[ShardPoints, _Mapping]]] = ...) -> None: ...
 
+class ShardSearchStreamRequest(_message.Message):
+    __slots__ = ("tag", "search")
+    TAG_FIELD_NUMBER: _ClassVar[int]
+    SEARCH_FIELD_NUMBER: _ClassVar[int]
+    tag: int
+    search: ShardSearchRequest
+    def __init__(self, tag: _Optional[int] = ..., search: _Optional[_Union[ShardSearchRequest, _Mapping]] = ...) -> None: ...
+
+class ShardSearchStreamResponse(_message.Message):
+    __slots__ = ("tag", "result", "status")
+    TAG_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    tag: int
+    result: ShardSearchResponse
+    status: _common_pb2.CallStatus
+    def __init__(self, tag: _Optional[int] = ..., result: _Optional[_Union[ShardSearchResponse, _Mapping]] = ..., status: _Optional[_Union[_common_pb2.CallStatus, _Mapping]] = ...) -> None: ...
+
 class ExportShardRequest(_message.Message):
     __slots__ = ("shard", "batch_size")
     SHARD_FIELD_NUMBER: _ClassVar[int]

@@ -79,6 +79,11 @@ class ShardNodeStub:
                 request_serializer=quiver_dot_v1_dot_shard__node__pb2.ShardRef.SerializeToString,
                 response_deserializer=quiver_dot_v1_dot_shard__node__pb2.ShardStats.FromString,
                 _registered_method=True)
+        self.SearchStream = channel.stream_stream(
+                '/quiver.v1.ShardNode/SearchStream',
+                request_serializer=quiver_dot_v1_dot_shard__node__pb2.ShardSearchStreamRequest.SerializeToString,
+                response_deserializer=quiver_dot_v1_dot_shard__node__pb2.ShardSearchStreamResponse.FromString,
+                _registered_method=True)
         self.ExportShard = channel.unary_stream(
                 '/quiver.v1.ShardNode/ExportShard',
                 request_serializer=quiver_dot_v1_dot_shard__node__pb2.ExportShardRequest.SerializeToString,
@@ -164,6 +169,17 @@ class ShardNodeServicer:
 
     def Stats(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SearchStream(self, request_iterator, context):
+        """Search over one long-lived stream: the coordinator keeps one per node and
+        sends every search of that node's shards on it, saving the per-call work
+        of a unary call on both sides. Each request carries a tag its answer
+        repeats; the node answers in request order; a failed search answers with
+        its status (as Search would have ended) and the stream goes on.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -260,6 +276,11 @@ def add_ShardNodeServicer_to_server(servicer, server):
                     servicer.Stats,
                     request_deserializer=quiver_dot_v1_dot_shard__node__pb2.ShardRef.FromString,
                     response_serializer=quiver_dot_v1_dot_shard__node__pb2.ShardStats.SerializeToString,
+            ),
+            'SearchStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.SearchStream,
+                    request_deserializer=quiver_dot_v1_dot_shard__node__pb2.ShardSearchStreamRequest.FromString,
+                    response_serializer=quiver_dot_v1_dot_shard__node__pb2.ShardSearchStreamResponse.SerializeToString,
             ),
             'ExportShard': grpc.unary_stream_rpc_method_handler(
                     servicer.ExportShard,
@@ -535,6 +556,33 @@ class ShardNode:
             '/quiver.v1.ShardNode/Stats',
             quiver_dot_v1_dot_shard__node__pb2.ShardRef.SerializeToString,
             quiver_dot_v1_dot_shard__node__pb2.ShardStats.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SearchStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/quiver.v1.ShardNode/SearchStream',
+            quiver_dot_v1_dot_shard__node__pb2.ShardSearchStreamRequest.SerializeToString,
+            quiver_dot_v1_dot_shard__node__pb2.ShardSearchStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,
