@@ -7,8 +7,9 @@ long as a message there and back on an open stream (~500 us against ~250 us,
 most of it CPU). A search is a small message, so that overhead is a large
 part of what the coordinator and the nodes spend per query.
 
-So the coordinator keeps one search stream per node, opened on first use and
-again after it breaks. Every search on it carries a tag; the node answers in
+So the coordinator keeps search streams to each node (``NodeSearchStreams``:
+one, and a second one while the first is busy, so two shards of one node are
+still searched in parallel), opened on first use and again after they break. Every search on it carries a tag; the node answers in
 order, each answer with its tag and either the result or the status the
 unary call would have ended with. A search's deadline is kept here (a timer
 per search), so a stalled node fails a search with DEADLINE_EXCEEDED exactly
@@ -52,8 +53,46 @@ class _Open:
         self.write_lock = asyncio.Lock()
 
 
+#: Most search streams to one node. The node answers a stream's searches one at a
+#: time, so this is how many of its searches run at once for one coordinator (each
+#: holds one of the node's handler threads: see the node's ``--workers``).
+STREAMS_PER_NODE = 2
+
+
+class NodeSearchStreams:
+    """The search streams to one node: a search takes an idle one, opening another
+    (up to ``width``) when all are busy, else the least busy."""
+
+    def __init__(self, stub, address: str, width: int = STREAMS_PER_NODE):
+        self._stub, self.address, self.width = stub, address, width
+        self._streams = [SearchStream(stub, address)]
+
+    @property
+    def unsupported(self) -> bool:
+        return any(s.unsupported for s in self._streams)
+
+    def _pick(self) -> "SearchStream":
+        best = None
+        for s in self._streams:
+            if s.in_flight == 0:
+                return s
+            if best is None or s.in_flight < best.in_flight:
+                best = s
+        if len(self._streams) < self.width:
+            best = SearchStream(self._stub, self.address)
+            self._streams.append(best)
+        return best
+
+    async def search(self, request: pb.ShardSearchRequest, timeout: float, where: str) -> pb.ShardSearchResponse:
+        return await self._pick().search(request, timeout, where)
+
+    async def close(self) -> None:
+        for s in self._streams:
+            await s.close()
+
+
 class SearchStream:
-    """The search stream to one node (use it inside the coordinator's event loop)."""
+    """One search stream to a node (use it inside the coordinator's event loop)."""
 
     def __init__(self, stub, address: str):
         self._stub = stub
@@ -62,6 +101,11 @@ class SearchStream:
         self._tags = itertools.count(1)
         #: the node answered UNIMPLEMENTED: use unary Search calls
         self.unsupported = False
+
+    @property
+    def in_flight(self) -> int:
+        st = self._open
+        return 0 if st is None else len(st.waiting)
 
     def _stream(self) -> _Open:
         st = self._open

@@ -22,7 +22,7 @@ import grpc
 import numpy as np
 
 from coordinator.errors import error_from_rpc
-from coordinator.search_stream import SearchStream
+from coordinator.search_stream import NodeSearchStreams
 from quiver import convert
 from quiver.serving import message_options
 from quiver.v1 import shard_node_pb2 as pb
@@ -65,7 +65,7 @@ class NodePool:
             ("grpc.max_reconnect_backoff_ms", 1_000),
         ]
         self._stubs: dict[str, pb_grpc.ShardNodeStub] = {}
-        self._searchers: dict[str, SearchStream] = {}
+        self._searchers: dict[str, NodeSearchStreams] = {}
         self._channels: list[grpc.aio.Channel] = []
         self._metadata: tuple[tuple[str, str], ...] | None = None
 
@@ -89,11 +89,11 @@ class NodePool:
     def node(self, address: str) -> "NodeClient":
         return NodeClient(self.stub(address), address, self.write_timeout)
 
-    def searcher(self, address: str) -> SearchStream:
-        """The node's search stream (one per node, shared by its shards)."""
+    def searcher(self, address: str) -> NodeSearchStreams:
+        """The node's search streams (shared by its shards)."""
         ss = self._searchers.get(address)
         if ss is None:
-            ss = self._searchers[address] = SearchStream(self.stub(address), address)
+            ss = self._searchers[address] = NodeSearchStreams(self.stub(address), address)
         return ss
 
     def shard(self, address: str, collection: str, shard_id: int) -> "RemoteShard":
@@ -208,7 +208,7 @@ class RemoteShard:
                  "_in_flight", "_tasks", "searcher")
 
     def __init__(self, stub: pb_grpc.ShardNodeStub, node: str, collection: str, shard_id: int, timeout: float,
-                 write_timeout: float, searcher: SearchStream | None = None):
+                 write_timeout: float, searcher: NodeSearchStreams | None = None):
         self.stub, self.node, self.collection, self.shard_id = stub, node, collection, shard_id
         self.searcher = searcher  # None: unary Search calls
         self.ref = pb.ShardRef(collection=collection, shard_id=shard_id)

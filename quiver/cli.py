@@ -92,7 +92,8 @@ def main() -> None:
 @main.command("shard-node")
 @_node_options("0.0.0.0:6335")
 @click.option("--workers", envvar="QUIVER_WORKERS", type=int, default=16, show_default=True,
-              help="gRPC handler threads; searches run in them, in parallel. [env QUIVER_WORKERS]")
+              help="gRPC handler threads; searches run in them, in parallel. Each coordinator's search "
+                   "streams hold 2 of them (coordinator/search_stream.py). [env QUIVER_WORKERS]")
 @_cluster_secret_options
 def shard_node_cmd(listen, data_dir, metrics_port, port_file, grace, max_message_mb, log_level, workers,
                    cluster_secret_file, cluster_secret):
