@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from bisect import bisect_right
 from itertools import islice
 from operator import itemgetter
 from typing import Iterator
@@ -47,6 +48,28 @@ def id_keys(ids: np.ndarray) -> list[bytes]:
 
 def keys_to_ids(blob: bytes) -> np.ndarray:
     return np.frombuffer(blob, dtype=">u8").astype(np.uint64)
+
+
+def row_bytes(a: np.ndarray) -> list[bytes]:
+    """The rows of a 2-d C-contiguous array as bytes, in one call (no loop per row)."""
+    a = np.ascontiguousarray(a)
+    return a.view(f"V{a.shape[1] * a.itemsize}").reshape(-1).tolist() if a.shape[1] else [b""] * len(a)
+
+
+def _unzip(pairs: list[tuple[bytes, bytes]]) -> tuple[list[bytes], list[bytes]]:
+    return list(map(_first, pairs)), list(map(_second, pairs))
+
+
+def _put_sorted(cur, keys: list[bytes], values: list[bytes]) -> None:
+    """Put ascending, distinct keys through cursor ``cur``: those not past the
+    database's last key as ordinary puts (replacing), the rest appended."""
+    split = bisect_right(keys, cur.key()) if cur.last() else 0
+    if split:
+        cur.putmulti(zip(keys[:split], values[:split]))
+    if split < len(keys):
+        consumed, added = cur.putmulti(zip(keys[split:], values[split:]), append=True)
+        if added != len(keys) - split:  # cannot happen for ascending keys; fail the transaction
+            raise lmdb.Error(f"append of {len(keys) - split} keys stored {added}")
 
 
 class LmdbVectorStore:
@@ -101,25 +124,38 @@ class LmdbVectorStore:
 
     def put_points(self, ids: np.ndarray, vectors: np.ndarray, payloads: list[bytes | None] | None,
                    code_records: np.ndarray, meta: dict[str, bytes] | None = None) -> None:
-        """Upsert points: vectors, payloads (None removes a stored payload) and code
-        records, plus optional metadata, in one transaction."""
+        """Upsert points (ids distinct): vectors, payloads (None removes a stored
+        payload) and code records, plus optional metadata, in one transaction.
+
+        Written in key order, and the keys past a database's last key in append
+        mode: no tree search, and leaf pages filled instead of split in half (an
+        ingest in id order takes half the pages, and half the bytes to sync).
+        """
+        ids = np.asarray(ids, np.uint64)
+        vectors = np.ascontiguousarray(vectors, np.float32)
+        code_records = np.ascontiguousarray(code_records)
+        if len(ids) > 1 and not (ids[1:] > ids[:-1]).all():
+            order = np.argsort(ids, kind="stable")
+            ids, vectors, code_records = ids[order], vectors[order], code_records[order]
+            payloads = None if payloads is None else [payloads[i] for i in order]
         keys = id_keys(ids)
-        vec_rows = [r.tobytes() for r in np.ascontiguousarray(vectors, np.float32)]
-        code_rows = [r.tobytes() for r in code_records]
+        vec_rows = row_bytes(vectors)
+        code_rows = row_bytes(code_records.view(np.uint8).reshape(len(ids), code_records.nbytes // max(len(ids), 1)))
 
         def fn(txn):
-            txn.cursor(self.vectors).putmulti(list(zip(keys, vec_rows)))
-            txn.cursor(self.codes).putmulti(list(zip(keys, code_rows)))
+            _put_sorted(txn.cursor(self.vectors), keys, vec_rows)
+            _put_sorted(txn.cursor(self.codes), keys, code_rows)
             pc = txn.cursor(self.payloads)
+            # payloads to remove: only keys up to the last stored one can have one
+            stored = bisect_right(keys, pc.key()) if pc.last() else 0
             if payloads is None:
-                for k in keys:
-                    if pc.set_key(k):
-                        pc.delete()
+                gone = keys[:stored]
             else:
-                pc.putmulti([(k, p) for k, p in zip(keys, payloads) if p is not None])
-                for k, p in zip(keys, payloads):
-                    if p is None and pc.set_key(k):
-                        pc.delete()
+                gone = [k for k, p in zip(keys[:stored], payloads) if p is None]
+                _put_sorted(pc, *_unzip([(k, p) for k, p in zip(keys, payloads) if p is not None]))
+            for k in gone:
+                if pc.set_key(k):
+                    pc.delete()
             for name, value in (meta or {}).items():
                 txn.put(name.encode(), value, db=self.meta)
 
@@ -148,8 +184,7 @@ class LmdbVectorStore:
             if code_records is not None:
                 ids, recs = code_records
                 txn.drop(self.codes, delete=False)
-                txn.cursor(self.codes).putmulti(
-                    list(zip(id_keys(ids), [r.tobytes() for r in recs])), append=True)
+                txn.cursor(self.codes).putmulti(zip(id_keys(ids), row_bytes(recs)), append=True)
 
         self._write(fn)
 
