@@ -320,28 +320,47 @@ class ShardEngine:
 
     def _train(self, sample: np.ndarray, n_total: int) -> _Index:
         """Train centroids and quantizer on a sample (m, d) for a shard of n_total points."""
+        sample = self._subsample(sample)
+        centroids = self._train_centroids(sample, n_total)
+        lists = None if self.config.quantization.kind == "none" else ivf.assign(sample, centroids)
+        return self._fit_quantizer(sample, lists, centroids, n_total)
+
+    def _subsample(self, sample: np.ndarray) -> np.ndarray:
         ic = self.config.index
         if len(sample) > ic.train_sample:
             rng = np.random.default_rng(self.config.quantization.seed)
             sample = sample[np.sort(rng.choice(len(sample), ic.train_sample, replace=False))]
+        return sample
+
+    def _train_centroids(self, sample: np.ndarray, n_total: int, init: np.ndarray | None = None) -> np.ndarray:
+        """Coarse centroids (nlist, d) for a shard of n_total points, from a sample
+        (m, d); ``init``: the centroids of the index being replaced, a warm start
+        used when the list count stays the same."""
+        ic = self.config.index
         if n_total < max(ic.full_scan_threshold, 1):
-            centroids = sample.mean(axis=0, keepdims=True)
-        else:
-            nlist = ic.nlist or ivf.auto_nlist(n_total)
-            # 40 points a list is enough for the coarse k-means (FAISS warns below 39)
-            km_sample = sample if len(sample) <= 40 * nlist else sample[:: int(np.ceil(len(sample) / (40 * nlist)))]
-            centroids = ivf.kmeans(km_sample, nlist, self.config.quantization.seed, self.progress)
+            return sample.mean(axis=0, keepdims=True)
+        nlist = ic.nlist or ivf.auto_nlist(n_total)
+        # 40 points a list is enough for the coarse k-means (FAISS warns below 39)
+        km_sample = sample if len(sample) <= 40 * nlist else sample[:: int(np.ceil(len(sample) / (40 * nlist)))]
+        if init is not None and len(init) != nlist:
+            init = None
+        return ivf.kmeans(km_sample, nlist, self.config.quantization.seed, self.progress, init=init)
+
+    def _fit_quantizer(self, sample: np.ndarray, lists: np.ndarray | None, centroids: np.ndarray,
+                       n_total: int) -> _Index:
+        """The index for ``centroids``, its quantizer fitted on the residuals of a
+        sample (m, d) whose lists (m,) under those centroids are ``lists``."""
         quantizer = make_quantizer(self.config)
         if quantizer is not None:
-            lists = ivf.assign(sample, centroids)
             fit_on = sample - centroids[lists]
             if self.config.quantization.kind == "product" and len(fit_on) > PQ_TRAIN_SAMPLE:
                 fit_on = fit_on[np.random.default_rng(0).choice(len(fit_on), PQ_TRAIN_SAMPLE, replace=False)]
             quantizer.fit(np.ascontiguousarray(fit_on, np.float32))
         return _Index(centroids, quantizer, max(1, n_total))
 
-    def _encode(self, index: _Index, x: np.ndarray):
-        lists = ivf.assign(x, index.centroids)
+    def _encode(self, index: _Index, x: np.ndarray, lists: np.ndarray | None = None):
+        if lists is None:
+            lists = ivf.assign(x, index.centroids)
         hsq = half_sqnorms(x)
         if index.quantizer is None:
             return lists, None, None, hsq
@@ -359,6 +378,11 @@ class ShardEngine:
     def _retrain(self) -> None:
         """Retrain on a sample of the originals and re-encode every point.
 
+        Two passes over the originals: the first assigns every point to the new
+        lists (the sample's lists, which the quantizer fits on, are among them),
+        the second encodes. k-means starts from the current centroids when the
+        list count stays the same.
+
         Runs under the write lock; searches keep using the old index until the
         new one (and its persisted code records) are complete, then switch.
         """
@@ -367,20 +391,33 @@ class ShardEngine:
         rng = np.random.default_rng(self.config.quantization.seed + n)
         pick = np.sort(rng.choice(live, min(n, self.config.index.train_sample), replace=False))
         with self.store.read_txn() as txn:
-            _, sample = self.store.get_vectors(txn, pick)
+            found, sample = self.store.get_vectors(txn, pick)
+        pick = pick[found]
+        sample = np.ascontiguousarray(sample)
         self.progress("sample", len(sample), len(sample))
-        index = self._train(np.ascontiguousarray(sample), n)
-        codes = self._new_code_store(index)
-        all_ids, all_recs = [], []
-        done = 0
+        old = self._index
+        centroids = self._train_centroids(self._subsample(sample), n,
+                                          init=None if old is None or old.nlist == 1 else old.centroids)
+        all_ids, all_lists = [], []
         for ids, x in self.store.iter_vectors(chunk=16_384):
-            lists, code, factors, hsq = self._encode(index, x)
             all_ids.append(ids)
-            all_recs.append(codes.make_records(lists, code, factors, hsq))
-            done += len(ids)
-            self.progress("encode", done, n)
+            all_lists.append(ivf.assign(x, centroids))
         ids = np.concatenate(all_ids) if all_ids else np.zeros(0, np.uint64)
-        recs = np.concatenate(all_recs) if all_recs else np.zeros(0, codes.record)
+        lists = np.concatenate(all_lists) if all_lists else np.zeros(0, np.int32)
+        del all_ids, all_lists
+        at = np.minimum(np.searchsorted(ids, pick), max(len(ids) - 1, 0))
+        present = ids[at] == pick if len(ids) else np.zeros(len(pick), bool)
+        index = self._fit_quantizer(sample[present], lists[at[present]], centroids, n)
+        codes = self._new_code_store(index)
+        recs = np.empty(len(ids), codes.record)
+        done = 0
+        for chunk_ids, x in self.store.iter_vectors(chunk=16_384):
+            m = len(chunk_ids)
+            if not np.array_equal(chunk_ids, ids[done:done + m]):  # only this writer writes; a guard
+                raise RuntimeError(f"shard {self.path}: the originals changed during a retrain")
+            recs[done:done + m] = codes.make_records(*self._encode(index, x, lists[done:done + m]))
+            done += m
+            self.progress("encode", done, n)
         self.store.put_meta(self._index_meta(index), code_records=(ids, recs.view(np.uint8).reshape(len(ids), -1)))
         codes.load_records(ids, recs)
         codes.refresh()
@@ -394,7 +431,7 @@ class ShardEngine:
                 codes.graph = hnsw.rebuild(codes, off, b, self.use_sqnorm)
         with self._rw.exclusive():
             self._index, self._codes = index, codes
-        del all_recs, recs
+        del recs
         release_free_memory()
         log.info("shard %s retrained: %d points, %d lists", self.path, n, index.nlist)
 

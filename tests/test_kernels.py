@@ -6,6 +6,7 @@ import pytest
 from shard.index import ivf
 from shard.index.code_store import CodeStore
 from shard.kernels.exact import dot_rows, dot_rows_indexed, half_sqnorms
+from shard.kernels.kmeans import assign_among
 from shard.kernels.layout import build_lists
 from shard.kernels.topk import heap_push, heap_sorted
 from shard.quantization.binary import BinaryQuantizer
@@ -117,3 +118,38 @@ def test_heap_topk_matches_sort(n, k):
     assert size == min(n, k)
     np.testing.assert_array_equal(s[:size], np.sort(v)[::-1][:size])
     np.testing.assert_array_equal(v[i[:size]], s[:size])
+
+
+@pytest.mark.parametrize("dim", [37, 64])
+def test_assign_among_matches_reference(dim):
+    """The near assignment is the nearest centroid among each point's candidates."""
+    x = clustered(500, dim, seed=dim)
+    c = clustered(40, dim, seed=dim + 1)
+    cand, half = ivf.centroid_neighbours(c, 8)
+    prev = np.random.default_rng(dim).integers(0, 40, len(x)).astype(np.int32)
+    got = assign_among(x, c, half, prev, cand)
+    d2 = ((x[:, None, :] - c[None, :, :]) ** 2).sum(-1)
+    want = np.array([cand[p][np.argmin(d2[i, cand[p]])] for i, p in enumerate(prev)])
+    np.testing.assert_array_equal(got, want)
+    # every centroid is among its own neighbours
+    assert all(l in cand[l] for l in range(len(c)))
+
+
+def test_assign_matches_brute_force():
+    x = clustered(9000, 24, seed=3)  # more than one chunk
+    c = clustered(50, 24, seed=4)
+    want = np.argmin(((x[:, None, :] - c[None, :, :]) ** 2).sum(-1), axis=1)
+    np.testing.assert_array_equal(ivf.assign(x, c), want)
+
+
+def test_kmeans_warm_start_does_not_lose_ground():
+    """From a previous run's centroids, the (shorter) warm run ends no worse than them."""
+    x = clustered(4000, 32, seed=5, centers=40)
+
+    def err(c):
+        return float(((x - c[ivf.assign(x, c)]) ** 2).sum())
+
+    cold = ivf.kmeans(x[:1500], 128, seed=0)
+    warm = ivf.kmeans(x, 128, seed=0, init=cold)
+    assert warm.shape == cold.shape and warm.dtype == np.float32
+    assert err(warm) <= err(cold)
