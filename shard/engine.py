@@ -88,6 +88,8 @@ class _Index:
         sq = np.einsum("ij,ij->i", self.centroids, self.centroids)
         self.half_cnorm = (0.5 * sq).astype(np.float32)
         self.quantizer = quantizer
+        if quantizer is not None and hasattr(quantizer, "bind"):
+            quantizer.bind(self.centroids)
         self.trained_n = trained_n
         self.nlist = len(self.centroids)
         # Which lists a query probes. Euclidean: nearest centroid first, <q, c> - |c|^2 / 2.
@@ -374,7 +376,7 @@ class ShardEngine:
         if index.quantizer is None:
             return lists, None, None, hsq
         c = index.centroids[lists]
-        code, factors = index.quantizer.encode(x - c, c)
+        code, factors = index.quantizer.encode(x - c, c, lists)
         return lists, code, factors, hsq
 
     def _index_meta(self, index: _Index) -> dict[str, bytes]:

@@ -157,3 +157,20 @@ def test_docs384_full_scan_recall_of_one_bit_codes():
     r = hits / gt.size
     print(f"docs384 one-bit full scan, oversampling 3: recall@10 {r:.4f}")
     assert r >= 0.96, r  # 0.969 measured
+
+
+@pytest.mark.parametrize("encoding", ["one_bit", "one_and_half_bits", "two_bits"])
+def test_encoding_with_the_bound_centroid_table_matches_per_row_rotation(encoding):
+    """The engine binds the centroid table and passes each row's list; encoding must
+    give the codes and factors it gives from the rows' centroids alone."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((600, 72)).astype(np.float32)
+    table = rng.standard_normal((9, 72)).astype(np.float32)
+    lists = rng.integers(0, 9, len(x)).astype(np.int32)
+    q = BinaryQuantizer(72, encoding)
+    q.fit(x - table[lists])
+    plain_codes, plain_factors = q.encode(x - table[lists], table[lists])
+    q.bind(table)
+    codes, factors = q.encode(x - table[lists], table[lists], lists)
+    np.testing.assert_array_equal(codes, plain_codes)
+    np.testing.assert_allclose(factors, plain_factors, rtol=1e-4, atol=1e-4)  # float32 matmul order

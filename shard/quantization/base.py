@@ -29,9 +29,15 @@ class Quantizer(Protocol):
     def fit(self, residuals: np.ndarray) -> None:
         """Learn parameters from a sample of residuals (n, d) float32."""
 
-    def encode(self, residuals: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def encode(self, residuals: np.ndarray, centroids: np.ndarray,
+               lists: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Codes (n, code_width) and factors (n, n_factors) float32 of residuals
-        (n, d) whose list centroids are the rows of ``centroids`` (n, d)."""
+        (n, d) whose list centroids are the rows of ``centroids`` (n, d).
+        ``lists`` (n,): those centroids' rows in the table given to ``bind``, when
+        the caller knows them (a quantizer may look per-list values up)."""
+
+    def bind(self, centroids: np.ndarray) -> None:
+        """The index's centroid table (nlist, d), given once per index (optional)."""
 
     def prepare(self, queries: np.ndarray) -> tuple[object, np.ndarray]:
         """Per-query state for ``scan`` and the per-query constant (m,) float32

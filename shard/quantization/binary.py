@@ -63,6 +63,7 @@ class BinaryQuantizer:
         self.code_bytes = self.code_width * 8 + 4 * self.n_factors
         self.seed = seed
         self.rotation: np.ndarray | None = None  # (D, d) float32
+        self._crot: np.ndarray | None = None  # the bound centroid table, rotated (nlist, D)
 
     # -- training -------------------------------------------------------
     def fit(self, residuals: np.ndarray) -> None:
@@ -73,6 +74,7 @@ class BinaryQuantizer:
         q, r = np.linalg.qr(g)  # (D, d), orthonormal columns
         q *= np.sign(np.diag(r))[None, :]
         self.rotation = np.ascontiguousarray(q, np.float32)
+        self._crot = None
 
     # -- encoding -------------------------------------------------------
     def _level_index(self, up: np.ndarray) -> np.ndarray:
@@ -82,7 +84,12 @@ class BinaryQuantizer:
             return np.clip(np.floor(up / step) + 2, 0, 3).astype(np.uint8)
         return (up > 0).astype(np.uint8)
 
-    def encode(self, residuals, centroids):
+    def bind(self, centroids: np.ndarray) -> None:
+        """Rotate the centroid table once (nlist, D): encoding looks rows up
+        instead of rotating each point's centroid again."""
+        self._crot = np.ascontiguousarray(centroids @ self.rotation.T, np.float32)
+
+    def encode(self, residuals, centroids, lists=None):
         r = np.ascontiguousarray(residuals, np.float32)
         norm = np.sqrt(np.einsum("ij,ij->i", r, r))
         rc = np.einsum("ij,ij->i", r, centroids)
@@ -94,7 +101,8 @@ class BinaryQuantizer:
         ip = np.einsum("ij,ij->i", xbar, up)
         f = np.where((norm > 0) & (ip > 1e-12), norm / np.maximum(ip, 1e-12), 0.0)
         # fold the centroid out of the query side (see shard/kernels/binary.py)
-        rc = rc - f * np.einsum("ij,ij->i", xbar, centroids @ self.rotation.T)
+        crot = self._crot[lists] if lists is not None and self._crot is not None else centroids @ self.rotation.T
+        rc = rc - f * np.einsum("ij,ij->i", xbar, crot)
         planes = [np.packbits((k >> p) & 1, axis=1, bitorder="little") for p in range(self.n_planes)]
         codes = np.ascontiguousarray(np.concatenate(planes, axis=1)).view("<u8")
         factors = np.stack([rc, f], axis=1).astype(np.float32)
@@ -139,3 +147,4 @@ class BinaryQuantizer:
 
     def load_state(self, state) -> None:
         self.rotation = np.ascontiguousarray(state["rotation"], np.float32)
+        self._crot = None

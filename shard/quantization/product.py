@@ -57,7 +57,7 @@ class ProductQuantizer:
             pq_update(x, codes, cb)
         self.codebooks = cb
 
-    def encode(self, residuals, centroids):
+    def encode(self, residuals, centroids, lists=None):
         codes = pq_assign(self._pad(residuals), self.codebooks)
         return codes, np.zeros((len(codes), 0), np.float32)
 

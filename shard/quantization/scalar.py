@@ -38,7 +38,7 @@ class ScalarQuantizer:
         self.lo = lo.astype(np.float32)
         self.step = np.maximum(step, 1e-12).astype(np.float32)
 
-    def encode(self, residuals, centroids):
+    def encode(self, residuals, centroids, lists=None):
         q = np.rint((residuals - self.lo) / self.step)
         codes = np.clip(q, 0, 255).astype(np.uint8)
         return codes, np.zeros((len(codes), 0), np.float32)
