@@ -142,11 +142,15 @@ class QuiverServicer(pb_grpc.QuiverServicer):
                 await context.write(out)
 
         try:
-            async for msg in request_iterator:
-                task = asyncio.ensure_future(answer(msg))
-                answering.add(task)
-                task.add_done_callback(answering.discard)
-            if answering:  # the client closed its side: answer what it asked, then end the stream
+            try:
+                async for msg in request_iterator:
+                    task = asyncio.ensure_future(answer(msg))
+                    answering.add(task)
+                    task.add_done_callback(answering.discard)
+            except asyncio.CancelledError:
+                if not self.streams.ended():  # the client went away: nothing to answer
+                    raise
+            if answering:  # the client closed its side, or the server stops: answer what was asked
                 await asyncio.wait(list(answering))
         finally:
             self.streams.close()

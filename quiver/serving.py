@@ -332,6 +332,9 @@ class AioStreams:
 
     def __init__(self):
         self._open: dict[asyncio.Task, set[asyncio.Task]] = {}
+        #: set by ``end_all``: a handler cancelled while it is set ends its stream
+        #: normally (see ``ended``) so the call finishes with OK at once
+        self.stopping = False
 
     def open(self) -> set[asyncio.Task]:
         """Register the calling handler's task; returns the set to keep its answers' tasks in."""
@@ -342,7 +345,17 @@ class AioStreams:
     def close(self) -> None:
         self._open.pop(asyncio.current_task(), None)
 
+    def ended(self) -> bool:
+        """In a handler that caught CancelledError: True when the cancel is ``end_all``'s
+        (the handler should then return normally: a cancelled handler leaves its call
+        open until the server's grace runs out), False when it should re-raise."""
+        if not self.stopping:
+            return False
+        asyncio.current_task().uncancel()
+        return True
+
     async def end_all(self, timeout: float) -> None:
+        self.stopping = True
         streams = list(self._open.items())
         pending = [t for _, answering in streams for t in answering]
         if pending:

@@ -161,6 +161,31 @@ def test_client_falls_back_to_unary_for_a_coordinator_without_the_stream(coordin
         coordinator.loop.run(server.stop(0))
 
 
+def test_stopping_coordinator_ends_client_streams_without_waiting_out_the_grace(coordinator, coll, data):
+    """A client's idle search stream must not hold a coordinator's stop for its grace (30 s here):
+    the stream ends after its last answer and the client's next search fails as UNAVAILABLE."""
+    from coordinator.server import QuiverServicer
+    from quiver.serving import AioStreams, RpcMetrics, new_server, stop_server
+
+    async def up():
+        streams = AioStreams()
+        server = new_server(64 << 20)
+        quiver_pb2_grpc.add_QuiverServicer_to_server(
+            QuiverServicer(coordinator.coordinator, RpcMetrics("c"), streams), server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        return server, port, streams
+
+    server, port, streams = coordinator.loop.run(up())
+    with Client(f"127.0.0.1:{port}", timeout=30) as c:
+        assert len(c.search(coll, data[1][0]).ids) == 10  # the stream is open and idle now
+        t = time.monotonic()
+        coordinator.loop.run(stop_server(server, 30, streams))
+        assert time.monotonic() - t < 5, "the coordinator waited out its grace for an idle stream"
+        with pytest.raises(Unavailable):
+            c.search(coll, data[1][1])
+
+
 # ------------------------------------------------------------- shard-node streams
 
 @pytest.fixture()
