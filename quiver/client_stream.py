@@ -47,7 +47,6 @@ class _Open:
         self.requests: queue.SimpleQueue = queue.SimpleQueue()
         self.responses = None
         self.waiting: dict[int, _Slot] = {}
-        self.closed = False
 
 
 class SearchStream:
@@ -78,10 +77,9 @@ class SearchStream:
         with self._lock:
             if self._open is st:
                 self._open = None
-            st.closed = True
             waiting, st.waiting = st.waiting, {}
         for slot in waiting.values():
-            slot.failure = failure
+            slot.failure = type(failure)(str(failure))  # one instance per raising thread
             slot.event.set()
 
     def search(self, request: pb.SearchRequest, timeout: float | None) -> pb.SearchResponse:
