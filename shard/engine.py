@@ -36,7 +36,7 @@ from shard.config import CollectionConfig, oversampled_top
 from shard.errors import AlreadyExists, InvalidArgument, NotFound, ResourceExhausted
 from shard.index import hnsw, ivf
 from shard.index.code_store import CodeStore
-from shard.kernels.exact import dot_rows, dot_rows_indexed, half_sqnorms
+from shard.kernels.exact import dot_rows, half_sqnorms, ranked_rows
 from shard.memory import release_free_memory, tune_malloc
 from shard.quantization import make_quantizer
 from shard.rwlock import RWLock
@@ -50,6 +50,8 @@ TRIM_AFTER_BATCH = 5_000
 #: Points the product quantizer trains on (its k-means is d x 256 per point).
 PQ_TRAIN_SAMPLE = 20_000
 FORMAT_VERSION = b"1"
+#: no 0.5 ||x||^2 to subtract (not euclid)
+_NO_NORMS = np.zeros(0, np.float32)
 
 
 @dataclass
@@ -526,12 +528,12 @@ class ShardEngine:
         configured nprobe), since more candidates need a wider net to be right."""
         _, _, sizes = codes.layout()
         qc = Q @ index.centroids.T
-        rank = qc if index.probe_scale is None else qc * index.probe_scale
         if effort:
-            return ivf.select_probes(rank, index.probe_half, sizes, int(effort), k), qc
-        ic = self.config.index
-        nprobe = ic.nprobe or ivf.auto_nprobe(index.nlist)
-        return ivf.select_probes(rank, index.probe_half, sizes, nprobe, k * ic.scan_factor), qc
+            nprobe, want = int(effort), k
+        else:
+            ic = self.config.index
+            nprobe, want = ic.nprobe or ivf.auto_nprobe(index.nlist), k * ic.scan_factor
+        return ivf.select_probes(qc, index.probe_half, sizes, nprobe, want, index.probe_scale), qc
 
     def _candidates(self, index: _Index, codes: CodeStore, Q, probes, k):
         """Step 1: top-k per query on the codes. Returns lists of (ids, approx ranks)."""
@@ -581,22 +583,15 @@ class ShardEngine:
             out_rows.append(row_of[inv[ok]])
         return out_ids, out_rows, block
 
-    def _exact_ranks(self, block, rows, q, hsq):
-        r = dot_rows_indexed(block, rows, q)
-        if self.use_sqnorm:
-            r -= hsq[rows]
-        return r
-
     def _rescore(self, txn, Q, id_lists):
         """Step 2 and 3: exact ranks of the candidates, best first."""
         ids_l, rows_l, block = self._gather(txn, id_lists)
-        hsq = half_sqnorms(block) if self.use_sqnorm else None
+        hsq = half_sqnorms(block) if self.use_sqnorm else _NO_NORMS
         out_ids, out_ranks = [], []
         for q, ids, rows in zip(Q, ids_l, rows_l):
-            r = self._exact_ranks(block, rows, q, hsq)
-            order = np.argsort(-r, kind="stable")
+            order, r = ranked_rows(block, rows, q, hsq)
             out_ids.append(ids[order])
-            out_ranks.append(r[order])
+            out_ranks.append(r)
         return out_ids, out_ranks
 
     def _originals_scan(self, txn, index, codes, Q, probes, k):

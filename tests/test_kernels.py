@@ -5,7 +5,7 @@ import pytest
 
 from shard.index import ivf
 from shard.index.code_store import CodeStore
-from shard.kernels.exact import dot_rows, dot_rows_indexed, half_sqnorms
+from shard.kernels.exact import dot_rows, dot_rows_indexed, half_sqnorms, ranked_rows
 from shard.kernels.kmeans import assign_among
 from shard.kernels.layout import build_lists
 from shard.kernels.topk import heap_push, heap_sorted
@@ -91,6 +91,23 @@ def test_exact_kernels_match_numpy():
         np.testing.assert_allclose(half_sqnorms(xb), 0.5 * (xb * xb).sum(1), rtol=1e-4)
 
 
+@pytest.mark.parametrize("euclid", [False, True], ids=["ip", "euclid"])
+def test_ranked_rows_matches_argsort(euclid):
+    rng = np.random.default_rng(3)
+    xb = rng.standard_normal((200, 37)).astype(np.float32)
+    xb[50] = xb[7]  # an exact tie: keeps its order in rows
+    q = rng.standard_normal(37).astype(np.float32)
+    hsq = half_sqnorms(xb) if euclid else np.zeros(0, np.float32)
+    for rows in (np.arange(200), rng.permutation(200)[:60], np.array([50, 3, 7]), np.zeros(0, np.int64)):
+        order, r = ranked_rows(xb, rows, q, hsq)
+        ref = dot_rows_indexed(xb, rows, q)
+        if euclid:
+            ref = ref - hsq[rows]
+        want = np.argsort(-ref, kind="stable")
+        np.testing.assert_array_equal(order, want)
+        np.testing.assert_array_equal(r, ref[want])
+
+
 def test_build_lists_matches_argsort():
     rng = np.random.default_rng(1)
     lists = rng.integers(-1, 9, 1000).astype(np.int32)
@@ -109,6 +126,39 @@ def _heap_topk(values, k):
         size = heap_push(s, i, size, values[j], j)
     heap_sorted(s, i, size)
     return s, i, size
+
+
+def _probes_reference(rank, sizes, nprobe, min_candidates):
+    """Lists by rank, highest first (ties: lower list first), cut at the first
+    prefix of at least nprobe lists holding min_candidates points."""
+    order = np.lexsort((np.arange(len(rank)), -rank.astype(np.float64)))
+    total = np.cumsum(sizes[order])
+    ok = np.flatnonzero((np.arange(1, len(rank) + 1) >= nprobe) & (total >= min_candidates))
+    return order[: ok[0] + 1 if len(ok) else len(rank)]
+
+
+@pytest.mark.parametrize("nlist", [2, 7, 64, 1024, 3000])
+@pytest.mark.parametrize("scaled", [False, True], ids=["plain", "scaled"])
+@pytest.mark.parametrize("ties", [False, True], ids=["distinct", "ties"])
+def test_select_probes_matches_sort(nlist, scaled, ties):
+    rng = np.random.default_rng(nlist)
+    m = 5
+    qc = rng.standard_normal((m, nlist)).astype(np.float32)
+    if ties:  # many equal ranks, and -0.0 beside 0.0
+        qc = np.round(qc, 1).astype(np.float32)
+        qc[0, : nlist // 2] = -0.0
+    half = (rng.random(nlist) * 0.5).astype(np.float32) * (not ties)
+    scale = (rng.random(nlist) + 0.5).astype(np.float32) if scaled else None
+    sizes = rng.integers(0, 40, nlist)
+    sizes[rng.random(nlist) < 0.2] = 0
+    for nprobe, want in [(1, 0), (4, 50), (8, 20 * nlist), (3, 10 ** 9), (nlist + 5, 1)]:
+        got = ivf.select_probes(qc, half, sizes, nprobe, want, scale)
+        rank = (qc if scale is None else qc * scale) - half
+        refs = [_probes_reference(rank[i], sizes, nprobe, want) for i in range(m)]
+        assert got.shape == (m, max(len(r) for r in refs))
+        for i, ref in enumerate(refs):
+            np.testing.assert_array_equal(got[i, : len(ref)], ref)
+            assert (got[i, len(ref):] == -1).all()
 
 
 @pytest.mark.parametrize("n,k", [(0, 5), (3, 5), (100, 1), (1000, 37)])

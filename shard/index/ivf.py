@@ -128,12 +128,18 @@ def centroid_neighbours(c: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(near, np.int32), half
 
 
+#: ``select_probes`` without a scale: the kernel takes an empty array for none
+_NO_SCALE = np.zeros(0, np.float32)
+
+
 def select_probes(qc: np.ndarray, half_cnorm: np.ndarray, list_sizes: np.ndarray,
-                  nprobe: int, min_candidates: int) -> np.ndarray:
+                  nprobe: int, min_candidates: int, scale: np.ndarray | None = None) -> np.ndarray:
     """Lists to probe per query, nearest first.
 
     qc: (m, nlist) inner products of queries with centroids; half_cnorm:
-    (nlist,) 0.5 ||c||^2; list_sizes: (nlist,) live points per list.
+    (nlist,) 0.5 ||c||^2; list_sizes: (nlist,) live points per list; scale:
+    (nlist,) factors the lists rank by ``qc * scale - half_cnorm`` (cosine:
+    1 / ||c||), None for ``qc - half_cnorm``.
     At least ``nprobe`` lists are probed, more when those hold fewer than
     ``min_candidates`` points, so a search can always fill its candidates.
     Returns (m, p) int32, -1 padded.
@@ -141,5 +147,7 @@ def select_probes(qc: np.ndarray, half_cnorm: np.ndarray, list_sizes: np.ndarray
     m, nlist = qc.shape
     if nlist == 1:
         return np.zeros((m, 1), np.int32)
-    return nearest_lists(np.ascontiguousarray(qc, np.float32), half_cnorm.astype(np.float32),
-                         list_sizes.astype(np.int64), int(nprobe), int(min_candidates))
+    scale = _NO_SCALE if scale is None else np.ascontiguousarray(scale, np.float32)
+    return nearest_lists(np.ascontiguousarray(qc, np.float32), np.ascontiguousarray(half_cnorm, np.float32),
+                         np.ascontiguousarray(list_sizes, np.int64), int(nprobe), int(min_candidates), scale)
+

@@ -46,3 +46,19 @@ def half_sqnorms(xb):
             acc += xb[i, j] * xb[i, j]
         out[i] = 0.5 * acc
     return out
+
+
+@njit(nogil=True, cache=True, boundscheck=False)
+def ranked_rows(xb, rows, q, hsq):
+    """Exact ranks of rows ``xb[rows[i]]`` for q, best first, in one call.
+
+    rank = <x, q>, minus ``hsq[rows[i]]`` (0.5 ||x||^2, euclid) when hsq (len(xb),)
+    float32 is not empty. Returns (order (n,) int64 into rows, ranks (n,) float32
+    in that order); equal ranks keep their order in rows (a stable sort).
+    """
+    r = dot_rows_indexed(xb, rows, q)
+    if hsq.shape[0] > 0:
+        for i in range(rows.shape[0]):
+            r[i] -= hsq[rows[i]]
+    order = np.argsort(-r, kind="mergesort")
+    return order, r[order]

@@ -3,8 +3,6 @@
 import numpy as np
 from numba import njit
 
-from shard.kernels.topk import heap_push, heap_sorted
-
 
 @njit(nogil=True, cache=True)
 def build_lists(list_of_slot, nlist):
@@ -30,55 +28,127 @@ def build_lists(list_of_slot, nlist):
     return offsets, members
 
 
-@njit(nogil=True, cache=True)
-def _nearest_sorted(rank, t):
-    """Indices of the t largest entries of rank, largest first (heap select)."""
-    hs = np.full(t, -np.inf, np.float32)
-    hi = np.full(t, -1, np.int64)
-    size = 0
-    for l in range(rank.shape[0]):
-        size = heap_push(hs, hi, size, rank[l], l)
-    heap_sorted(hs, hi, size)
-    return hi[:size]
+#: value buckets of the rank range the probe selection counts points in
+_PROBE_BUCKETS = 1024
 
 
-@njit(nogil=True, cache=True)
-def nearest_lists(qc, half_cnorm, list_sizes, nprobe, min_candidates):
-    """Lists to probe per query, nearest (euclidean) first.
+@njit(nogil=True, cache=True, boundscheck=False)
+def _rank_sort(key, cand, n, tmp):
+    """Sort ``cand[:n]`` by ``key[cand]`` ascending, stably (an LSD radix sort
+    over the four bytes: no data-dependent branches, unlike a comparison sort
+    of a few hundred random ranks). ``tmp``: scratch of at least n."""
+    hist = np.empty(256, np.int64)
+    src, dst = cand, tmp
+    for shift in range(0, 32, 8):
+        hist[:] = 0
+        for j in range(n):
+            hist[(key[src[j]] >> shift) & 255] += 1
+        acc = 0
+        for b in range(256):
+            c = hist[b]
+            hist[b] = acc
+            acc += c
+        for j in range(n):
+            v = src[j]
+            d = (key[v] >> shift) & 255
+            dst[hist[d]] = v
+            hist[d] += 1
+        src, dst = dst, src
+    # four passes: the sorted order is back in cand
+
+
+@njit(nogil=True, cache=True, boundscheck=False)
+def nearest_lists(qc, half_cnorm, list_sizes, nprobe, min_candidates, scale):
+    """Lists to probe per query, nearest first.
 
     qc: (m, nlist) float32 inner products of queries and centroids;
-    half_cnorm: (nlist,) 0.5 ||c||^2; list_sizes: (nlist,) int64.
+    half_cnorm: (nlist,) float32, subtracted from the rank; list_sizes: (nlist,)
+    int64; scale: (nlist,) float32 multiplying qc before that (cosine: 1 / ||c||),
+    or empty for none. The rank of list l is ``qc[l] * scale[l] - half_cnorm[l]``
+    (higher is nearer; equal ranks: the lower list number first).
     Takes the ``nprobe`` nearest lists, and more while they hold fewer than
     ``min_candidates`` points. Returns (m, width) int32, -1 padded.
+
+    Per query, without sorting every list: the rank range is cut into value
+    buckets, counting lists and points per bucket; the first bucket (from the
+    top) at which the lists so far are enough holds the cut, so only the lists
+    up to it are sorted (a radix sort of their ranks) and the exact cut taken.
     """
     m, nlist = qc.shape
     nprobe = min(nprobe, nlist)
-    mean_size = max(1.0, list_sizes.sum() / nlist)
-    guess = min(nlist, max(nprobe, int(2 * min_candidates / mean_size) + 1))
-    order = np.empty((m, nlist), np.int32)
-    need = np.zeros(m, np.int64)
+    scaled = scale.shape[0] > 0
+    B = _PROBE_BUCKETS
     rank = np.empty(nlist, np.float32)
+    key = np.empty(nlist, np.uint32)
+    bucket = np.empty(nlist, np.int32)
+    bcount = np.empty(B, np.int64)
+    bsize = np.empty(B, np.int64)
+    cand = np.empty(nlist, np.int32)
+    tmp = np.empty(nlist, np.int32)
+    need = np.zeros(m, np.int64)
+    cap = min(nlist, 2 * nprobe)
+    flat = np.empty(m * cap, np.int32)
     for qi in range(m):
         for l in range(nlist):
-            rank[l] = qc[qi, l] - half_cnorm[l]
-        t = guess
-        while True:
-            idx = _nearest_sorted(rank, t)
-            total = 0
-            cnt = 0
-            for j in range(t):
-                order[qi, j] = idx[j]
-                total += list_sizes[idx[j]]
-                cnt = j + 1
-                if cnt >= nprobe and total >= min_candidates:
-                    break
-            if (cnt >= nprobe and total >= min_candidates) or t == nlist:
+            r = qc[qi, l]
+            if scaled:
+                r = r * scale[l]
+            rank[l] = r - half_cnorm[l]
+        hi = rank[0]
+        lo = rank[0]
+        for l in range(1, nlist):
+            hi = max(hi, rank[l])
+            lo = min(lo, rank[l])
+        width = np.float64(hi) - np.float64(lo)
+        inv = (B - 1) / width if width > 0 else 0.0
+        bcount[:] = 0
+        bsize[:] = 0
+        for l in range(nlist):
+            r = rank[l]
+            # monotone in r: a nearer list never lands in a later bucket
+            b = int((np.float64(hi) - np.float64(r)) * inv)
+            b = min(max(b, 0), B - 1)
+            bucket[l] = b
+            bcount[b] += 1
+            bsize[b] += list_sizes[l]
+            # descending float order as ascending uint32 (-0.0 counted as 0.0)
+            u = np.float32(r + np.float32(0.0)).view(np.uint32)
+            u = ~u if u >> 31 else u | np.uint32(0x80000000)
+            key[l] = ~u
+        cut = B - 1
+        cnt = 0
+        total = 0
+        for b in range(B):
+            cnt += bcount[b]
+            total += bsize[b]
+            if cnt >= nprobe and total >= min_candidates:
+                cut = b
                 break
-            t = min(nlist, 2 * t)
+        n = 0
+        for l in range(nlist):
+            cand[n] = l
+            n += bucket[l] <= cut
+        _rank_sort(key, cand, n, tmp)
+        total = 0
+        cnt = n
+        for j in range(n):
+            total += list_sizes[cand[j]]
+            if j + 1 >= nprobe and total >= min_candidates:
+                cnt = j + 1
+                break
         need[qi] = cnt
-    width = need.max()
-    out = np.full((m, width), -1, np.int32)
+        if cnt > cap:
+            grown = np.empty(m * cnt, np.int32)
+            for a in range(qi):
+                for j in range(need[a]):
+                    grown[a * cnt + j] = flat[a * cap + j]
+            flat = grown
+            cap = cnt
+        for j in range(cnt):
+            flat[qi * cap + j] = cand[j]
+    width_out = need.max()
+    out = np.full((m, width_out), -1, np.int32)
     for qi in range(m):
         for j in range(need[qi]):
-            out[qi, j] = order[qi, j]
+            out[qi, j] = flat[qi * cap + j]
     return out
