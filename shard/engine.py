@@ -552,7 +552,7 @@ class ShardEngine:
         """Step 1 through the HNSW graph: top-k per query on the codes, with a
         beam of max(ef, k). Returns lists of (ids, approx ranks)."""
         prepared, const = index.quantizer.prepare(Q)
-        base = np.ascontiguousarray(Q @ index.centroids.T + const[:, None], np.float32)
+        base = codes.query_base(index.centroids, Q, const)  # int16 centroids: half the bytes
         out_s = np.full((len(Q), k), -np.inf, np.float32)
         out_i = np.full((len(Q), k), -1, np.int64)
         counts = codes.graph.search(prepared, base, codes.list_of_slot, codes.codes, codes.half_sqnorm,

@@ -101,6 +101,22 @@ def test_graph_search_lut_matches_numpy_reference():
         np.testing.assert_allclose(out_s[qi], np.sort(ref)[::-1][:k], rtol=1e-4, atol=1e-4)
 
 
+def test_query_base_matches_float_centroids_and_follows_a_retrain():
+    rng = np.random.default_rng(4)
+    d, nlist = 48, 37
+    store = hnsw.GraphCodeStore(d, np.uint8, 0, nlist)
+    Q = rng.standard_normal((3, d)).astype(np.float32)
+    const = rng.standard_normal(3).astype(np.float32)
+    for scale in (0.05, 3.0):  # a second centroid array (a retrain) replaces the int16 copy
+        C = (scale * rng.standard_normal((nlist, d))).astype(np.float32)
+        C[:, 5] = 0.0  # an all-zero dimension
+        ref = Q.astype(np.float64) @ C.T.astype(np.float64) + const[:, None]  # the slow, obviously-correct twin
+        got = store.query_base(C, Q, const)
+        assert got.shape == (3, nlist) and got.dtype == np.float32
+        np.testing.assert_allclose(got, ref, rtol=0, atol=2e-4 * scale * np.sqrt(d))
+        np.testing.assert_array_equal(store.query_base(C, Q, const), got)  # cached: same answer
+
+
 def test_graph_recall_on_seeded_data_and_deleted_nodes_never_returned():
     n, d = 4000, 32
     x = clustered(n, d, 5)
@@ -273,3 +289,26 @@ def test_engine_hnsw_tiny_shards(tmp_path):
     e2 = ShardEngine.open(str(tmp_path / "s"))
     assert e2.search([0, 0, 0, 1], 3).ids.tolist() == [10]
     e2.close()
+
+
+def test_visited_stamps_wrap_in_their_own_dtype():
+    """A uint8 visited set wraps every 255 searches (cleared, restarted at 1)
+    and finds what a uint32 one finds."""
+    from shard.kernels.graph import graph_search
+    n, d, nlist, k = 300, 16, 3, 5
+    off, b, lists, codes = affine_setup(n, d, nlist, 7, np.uint8)
+    X = off[lists] + b * codes.astype(np.float32)
+    hsq = (0.5 * np.einsum("ij,ij->i", X, X)).astype(np.float32)
+    g = HnswGraph(6, 40)
+    g.insert(np.arange(n), X, hsq, codes, off, lists, b, hsq, False)
+    Q = np.random.default_rng(8).standard_normal((1, d)).astype(np.float32)
+    pb, base = np.ascontiguousarray(Q * b, np.float32), np.ascontiguousarray(Q @ off.T, np.float32)
+    want_s, want_i = np.empty((1, k), np.float32), np.empty((1, k), np.int64)
+    args = (lists, codes, hsq, False, g.links0, g.deg0, g.up, g.updeg, g.up_row, g.state, g.deleted, 32)
+    graph_search(pb, base, *args, np.zeros(g.capacity, np.uint32), np.zeros(1, np.uint32), want_s, want_i)
+    visited, gen = np.zeros(g.capacity, np.uint8), np.zeros(1, np.uint8)
+    out_s, out_i = np.empty((1, k), np.float32), np.empty((1, k), np.int64)
+    for _ in range(600):
+        graph_search(pb, base, *args, visited, gen, out_s, out_i)
+        np.testing.assert_array_equal(out_i, want_i)
+    assert gen[0] == 600 % 255
