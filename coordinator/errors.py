@@ -84,6 +84,18 @@ def error_for_status(code: grpc.StatusCode, message: str) -> E.QuiverError:
     return _ERROR_BY_STATUS.get(code, E.QuiverError)(message)
 
 
+_STATUS_BY_NUMBER = {s.value[0]: s for s in grpc.StatusCode}
+
+#: Statuses a search stream can be refused with that concern every search on it (the
+#: server lacks the method, the credentials are wrong), not the health of the connection.
+STREAM_REFUSALS = (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+
+
+def error_for_status_number(number: int, message: str) -> E.QuiverError:
+    """``error_for_status`` for a status sent as its number (a stream's ``CallStatus.code``)."""
+    return error_for_status(_STATUS_BY_NUMBER.get(number, grpc.StatusCode.UNKNOWN), message)
+
+
 def error_from_rpc(err: grpc.RpcError, where: str = "") -> E.QuiverError:
     """Map a failed call to the matching error, prefixing ``where`` (e.g. which shard)."""
     code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN

@@ -27,13 +27,10 @@ import itertools
 
 import grpc
 
-from coordinator.errors import error_for_status, error_from_rpc
+from coordinator.errors import STREAM_REFUSALS, error_for_status_number, error_from_rpc
 from quiver.v1 import shard_node_pb2 as pb
 from shard.errors import DeadlineExceeded, QuiverError, Unavailable
 
-_STATUS_BY_CODE = {s.value[0]: s for s in grpc.StatusCode}
-#: Stream refusals that say something about every search, not about the node's health.
-_KEEP = (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
 
 
 def _expire(fut: asyncio.Future, where: str, timeout: float) -> None:
@@ -130,7 +127,7 @@ class SearchStream:
                 self.unsupported = True
             # a stream refused for its credentials fails every search the same way; any other
             # end (node gone, stopping, connection lost) makes this replica unreachable for now
-            failure = error_from_rpc(e) if code in _KEEP else f"{code.name}: {e.details()}"
+            failure = error_from_rpc(e) if code in STREAM_REFUSALS else f"{code.name}: {e.details()}"
         except asyncio.CancelledError:
             failure = "the coordinator is closing its connections"
             raise
@@ -165,8 +162,7 @@ class SearchStream:
             timer.cancel()
             st.waiting.pop(tag, None)
         if msg.status.code:
-            code = _STATUS_BY_CODE.get(msg.status.code, grpc.StatusCode.UNKNOWN)
-            raise error_for_status(code, f"{where}: {msg.status.message}")
+            raise error_for_status_number(msg.status.code, f"{where}: {msg.status.message}")
         return msg.result
 
     async def close(self) -> None:

@@ -309,15 +309,14 @@ class RemoteShard:
 
     async def _search_call(self, queries: np.ndarray, params: ShardSearch, timeout: float) -> list[ShardPoints]:
         req = convert.shard_search_to_proto(self.ref, queries, params)
-        ss = self.searcher
+        ss, r = self.searcher, None
         if ss is not None and not ss.unsupported:
             try:
                 r = await ss.search(req, timeout, self.name)
             except QuiverError:
-                if not ss.unsupported:  # the node is too old for the stream: ask it the unary way
+                if not ss.unsupported:  # else the node is too old for the stream: ask it the unary way
                     raise
-                r = await _call(self.stub.Search, req, timeout, self.name)
-        else:
+        if r is None:
             r = await _call(self.stub.Search, req, timeout, self.name)
         return [convert.shard_points_from_proto(p, params.with_payload, params.with_vector) for p in r.results]
 

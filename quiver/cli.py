@@ -12,14 +12,7 @@ the Kubernetes manifests set.
 
 from __future__ import annotations
 
-import os
-
-# Before numpy loads OpenBLAS: a server runs many requests at once, and BLAS
-# threads inside each request fight them for the cores (a 16-query search batch
-# cost 2.5x more per query with OpenBLAS's default threads on 2 cores). Set the
-# variables yourself to override.
-for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
+import quiver.blas_threads  # noqa: F401 - before numpy loads OpenBLAS
 
 import json  # noqa: E402
 import time  # noqa: E402

@@ -163,11 +163,15 @@ class _CallDetails(collections.namedtuple("_CallDetails", ("method", "timeout", 
     pass
 
 
+def _auth_header(api_key: str) -> tuple[str, str]:
+    return ("authorization", f"Bearer {api_key}")
+
+
 class _ApiKeyInterceptor(grpc.UnaryUnaryClientInterceptor):
     """Adds ``authorization: Bearer <key>`` to every call."""
 
     def __init__(self, api_key: str):
-        self._header = ("authorization", f"Bearer {api_key}")
+        self._header = _auth_header(api_key)
 
     def __repr__(self) -> str:  # never the key
         return "_ApiKeyInterceptor()"
@@ -220,7 +224,7 @@ class Client:
         self._stub = pb_grpc.QuiverStub(self._channel)
         # streams are not seen by the unary interceptor: the key goes along as metadata
         self._search_stream = SearchStream(pb_grpc.QuiverStub(channel).SearchStream, address,
-                                           (_ApiKeyInterceptor(api_key)._header,) if api_key else None
+                                           (_auth_header(api_key),) if api_key else None
                                            ) if search_stream else None
 
     def close(self) -> None:
@@ -402,15 +406,14 @@ class Client:
                                   effort=effort, allow_partial=allow_partial)
         req = convert.search_request_to_proto(collection, _vectors(vectors, "queries"), spec)
         timeout = self.timeout if timeout is None else timeout
-        ss = self._search_stream
+        ss, r = self._search_stream, None
         if ss is not None and not ss.unsupported:
             try:
                 r = ss.search(req, timeout)
             except QuiverError:
-                if not ss.unsupported:  # an older coordinator: ask it the unary way
+                if not ss.unsupported:  # else an older coordinator: ask it the unary way
                     raise
-                r = self._call(self._stub.Search, req, timeout)
-        else:
+        if r is None:
             r = self._call(self._stub.Search, req, timeout)
         out = []
         for res in r.results:

@@ -21,13 +21,10 @@ import weakref
 
 import grpc
 
-from coordinator.errors import error_for_status, error_from_rpc
+from coordinator.errors import STREAM_REFUSALS, error_for_status_number, error_from_rpc
 from quiver.v1 import quiver_pb2 as pb
 from shard.errors import DeadlineExceeded, QuiverError, Unavailable
 
-_STATUS_BY_CODE = {s.value[0]: s for s in grpc.StatusCode}
-#: Stream refusals that concern every search (not a lost connection): raised as they are.
-_KEEP = (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
 _END = object()
 
 
@@ -94,8 +91,7 @@ class SearchStream:
             raise slot.failure
         msg = slot.answer
         if msg.status.code:
-            raise error_for_status(_STATUS_BY_CODE.get(msg.status.code, grpc.StatusCode.UNKNOWN),
-                                   msg.status.message)
+            raise error_for_status_number(msg.status.code, msg.status.message)
         return msg.result
 
     def close(self) -> None:
@@ -119,7 +115,7 @@ def _read(st: _Open, owner: weakref.ref) -> None:
     except grpc.RpcError as e:
         code = e.code()
         unsupported = code == grpc.StatusCode.UNIMPLEMENTED
-        if code in _KEEP:
+        if code in STREAM_REFUSALS:
             failure = error_from_rpc(e)
         else:
             failure = Unavailable(f"the search stream to the coordinator ended: {code.name}: {e.details()}")
