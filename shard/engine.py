@@ -411,10 +411,21 @@ class ShardEngine:
         old = self._index
         centroids = self._train_centroids(self._subsample(sample), n,
                                           init=None if old is None or old.nlist == 1 else old.centroids)
+        # warm start: the lists kept their numbers, so each point is compared only with
+        # the centroids nearest its old list's (a full assignment of every point against
+        # every centroid was a third of an ingest). On docs384 at 80k points 95 % land in
+        # their nearest list and the rest in a near one; 1-bit recall@10 at oversampling
+        # 3 went from 0.9525 to 0.9513, ingest from 14.9-18.2k to 17.2-20.5k vectors/s.
+        warm = (old is not None and old.nlist == len(centroids) > ivf.NEIGHBOURS and self._codes is not None)
+        near = ivf.centroid_neighbours(centroids, ivf.NEIGHBOURS)[0] if warm else None
         all_ids, all_lists = [], []
         for ids, x in self.store.iter_vectors(chunk=16_384):
             all_ids.append(ids)
-            all_lists.append(ivf.assign(x, centroids))
+            prev = self._codes.lists_of(ids) if warm else None
+            if warm and (prev >= 0).all():
+                all_lists.append(ivf.near_assign(x, centroids, prev, near))
+            else:
+                all_lists.append(ivf.assign(x, centroids))
         ids = np.concatenate(all_ids) if all_ids else np.zeros(0, np.uint64)
         lists = np.concatenate(all_lists) if all_lists else np.zeros(0, np.int32)
         del all_ids, all_lists

@@ -219,3 +219,29 @@ def test_recall_synthetic_through_retraining(tmp_path):
         r = recall(found, truth)
         assert r >= floor, (quant, r)
         eng.close()
+
+
+def test_warm_retrain_assigns_points_among_near_lists(tmp_path):
+    """A retrain that keeps the list count starts from the old centroids and assigns
+    each point among the lists nearest its old one: nearly every point lands in its
+    truly nearest list, and none is lost or left in a far one."""
+    from shard.index import ivf
+
+    x = clustered(9_000, 32, 21, centers=200)
+    eng = ShardEngine.create(str(tmp_path / "s"), config(32, "scalar", full_scan_threshold=2000, nlist=80,
+                                                         retrain_growth=4))
+    for s in range(0, len(x), 1000):
+        eng.upsert(np.arange(s, s + 1000), x[s:s + 1000])
+    assert eng._index.trained_n >= 8000  # retrained at 2,000 (cold) and 8,000 (warm)
+    ids = np.arange(len(x), dtype=np.uint64)
+    lists = eng._codes.lists_of(ids)
+    assert (lists >= 0).all()
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)  # cosine: stored normalised
+    c = eng._index.centroids
+    best = ivf.assign(xn, c)
+    assert (lists == best).mean() > 0.9
+    d_got = ((xn - c[lists]) ** 2).sum(1)
+    d_best = ((xn - c[best]) ** 2).sum(1)
+    assert (d_got <= d_best * 1.5 + 1e-6).all()
+    np.testing.assert_array_equal(eng._codes.lists_of(np.array([10**9], np.uint64)), [-1])
+    eng.close()

@@ -95,6 +95,15 @@ class CodeStore:
         if need > cap:
             self._reallocate(max(need, cap * 2), slice(0, cap))
 
+    def slots_of(self, ids) -> np.ndarray:
+        """Slots of ids (n,) int64, -1 where absent."""
+        return idmap_get(self.idmap, np.ascontiguousarray(ids, np.uint64).view(np.int64))
+
+    def lists_of(self, ids) -> np.ndarray:
+        """Lists of ids (n,) int32, -1 where absent."""
+        slots = self.slots_of(ids)
+        return np.where(slots >= 0, self.list_of_slot[np.maximum(slots, 0)], -1).astype(np.int32)
+
     def upsert(self, ids, lists, codes, factors, half_sqnorm) -> None:
         """Insert or replace points (ids unique within the call)."""
         keys = np.ascontiguousarray(ids, np.uint64).view(np.int64)

@@ -23,7 +23,6 @@ import numpy as np
 
 from shard.index.code_store import CodeStore
 from shard.kernels.graph import graph_insert, graph_search, graph_search_lut, list_base
-from shard.kernels.idmap import idmap_get
 
 MAX_LEVEL = 15
 
@@ -198,9 +197,6 @@ class GraphCodeStore(CodeStore):
 
     def compact(self) -> None:  # slots are graph nodes: never renumbered
         self.refresh()
-
-    def slots_of(self, ids) -> np.ndarray:
-        return idmap_get(self.idmap, np.ascontiguousarray(ids, np.uint64).view(np.int64))
 
     def delete(self, ids) -> np.ndarray:
         slots = self.slots_of(ids)
