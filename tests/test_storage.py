@@ -64,3 +64,70 @@ def test_put_points_without_code_bytes(tmp_path):
     assert found.all()
     np.testing.assert_array_equal(got, vectors(np.array([3, 5, 9], np.uint64)))
     store.close()
+
+
+# -- reading originals from the data file's pages (shard/storage/pages.py) --------------
+
+@pytest.mark.parametrize("dim", [8, 384, 1024])  # 1024 dims: 4 KiB values, on overflow pages
+def test_page_reads_match_lmdb_through_writes_deletes_and_growth(tmp_path, dim):
+    """Random upserts, replacements and deletes in a store small enough to grow its map
+    several times: after each batch the page reader gives exactly what py-lmdb gives,
+    for present and absent ids, in the order asked, and never falls back."""
+    rng = np.random.default_rng(dim)
+    store = LmdbVectorStore(str(tmp_path / "s"), dim, map_size=1 << 20)
+    model: dict[int, np.ndarray] = {}
+    for step in range(12):
+        ids = np.unique(rng.integers(0, 4000, 600)).astype(np.uint64)
+        vec = rng.standard_normal((len(ids), dim)).astype(np.float32)
+        store.put_points(ids, vec, None, np.zeros((len(ids), 0), np.uint8))
+        model.update(zip(ids.tolist(), vec))
+        if step % 3 == 2:
+            gone = rng.choice(np.array(sorted(model), np.uint64), 150, replace=False)
+            store.delete_points(np.sort(gone))
+            for i in gone.tolist():
+                model.pop(i)
+        ask = rng.integers(0, 4100, 300).astype(np.uint64)  # some absent, some repeated, unsorted
+        with store.read_txn() as txn:
+            found, got = store.get_vectors(txn, ask)
+            found_l, got_l = store.get_vectors_lmdb(txn, ask)
+        np.testing.assert_array_equal(found, [i in model for i in ask.tolist()])
+        np.testing.assert_array_equal(found, found_l)
+        np.testing.assert_array_equal(got, got_l)
+        np.testing.assert_array_equal(got, np.stack([model[i] for i in ask.tolist() if i in model]))
+    assert store.map_generation >= (1 if dim >= 384 else 0)  # the map grew under the reader
+    assert store.pages.fallbacks == 0
+    store.close()
+
+
+def test_page_reads_see_their_own_snapshot(tmp_path):
+    """A read transaction opened before a write keeps reading the values it saw,
+    from pages LMDB keeps for it, while a newer one reads the new values."""
+    store = LmdbVectorStore(str(tmp_path / "s"), DIM)
+    ids = np.arange(0, 2000, dtype=np.uint64)
+    store.put_points(ids, vectors(ids), None, np.zeros((len(ids), 0), np.uint8))
+    old = store.read_txn()
+    try:
+        store.put_points(ids[::2], vectors(ids[::2]) + 1000, None, np.zeros((1000, 0), np.uint8))
+        store.delete_points(ids[1:100:2])
+        _, before = store.get_vectors(old, ids)
+        np.testing.assert_array_equal(before, vectors(ids))
+        with store.read_txn() as txn:
+            found, after = store.get_vectors(txn, ids)
+        want = vectors(ids)
+        want[::2] += 1000
+        keep = np.ones(len(ids), bool)
+        keep[1:100:2] = False
+        np.testing.assert_array_equal(found, keep)
+        np.testing.assert_array_equal(after, want[keep])
+    finally:
+        old.abort()
+    assert store.pages.fallbacks == 0
+    store.close()
+
+
+def test_page_reads_of_an_empty_store(tmp_path):
+    store = LmdbVectorStore(str(tmp_path / "s"), DIM)
+    with store.read_txn() as txn:
+        found, got = store.get_vectors(txn, np.array([1, 2], np.uint64))
+    assert not found.any() and got.shape == (0, DIM)
+    store.close()

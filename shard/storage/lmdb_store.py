@@ -32,6 +32,7 @@ import numpy as np
 
 from shard.errors import ResourceExhausted, Unavailable
 from shard.rwlock import RWLock
+from shard.storage.pages import PageReader
 
 DEFAULT_MAP_SIZE = 256 << 20
 MAX_MAP_SIZE = 1 << 40
@@ -94,6 +95,7 @@ class LmdbVectorStore:
         self.payloads = self.env.open_db(b"payloads")
         self.codes = self.env.open_db(b"codes")
         self.meta = self.env.open_db(b"meta")
+        self.pages = PageReader(self.env, self.vectors, b"vectors", os.path.join(path, "data.mdb"), self.row_bytes)
 
     # -- writes ---------------------------------------------------------
     def _write(self, fn):
@@ -198,7 +200,16 @@ class LmdbVectorStore:
         return self.env.begin(buffers=False)
 
     def get_vectors(self, txn, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Vectors of ids in one read: (found (n,) bool, vectors (n_found, d) float32)."""
+        """Vectors of ids in one read transaction (from ``read_txn``): (found (n,)
+        bool, vectors (n_found, d) float32). Read from the data file's pages
+        (``PageReader``), or through py-lmdb when those cannot be trusted."""
+        got = self.pages.read(txn, ids)
+        if got is not None:
+            return got[0], got[1].view(np.float32)
+        return self.get_vectors_lmdb(txn, ids)
+
+    def get_vectors_lmdb(self, txn, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``get_vectors`` through py-lmdb's own reads."""
         keys = id_keys(ids)
         got = txn.cursor(self.vectors).getmulti(keys)
         if len(got) == len(keys):

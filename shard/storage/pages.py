@@ -1,0 +1,98 @@
+"""Fixed-size values of one LMDB database read from the data file's pages.
+
+``PageReader.read(txn, ids)`` returns what ``txn.get`` would for each id, read
+by ``shard/kernels/lmdb_pages.py`` from a read-only map of ``data.mdb``. The
+transaction's own snapshot is found through LMDB itself: the main database
+holds each named database's record (depth, page counts, entries, root page) as
+of the transaction, so the root is the one this transaction sees, and the
+pages under it stay as they are while it is open. Anything unexpected (a page
+out of the map, a value of another size, a record that disagrees with
+``txn.stat``) returns None and the caller reads through py-lmdb.
+
+Only read transactions come here: a write transaction's dirty pages are not
+in the file yet.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+import threading
+
+import numpy as np
+
+from shard.kernels.lmdb_pages import lookup_rows
+
+#: MDB_db: pad u32, flags u16, depth u16, branch, leaf, overflow pages, entries, root (u64 each)
+_DB_RECORD = struct.Struct("<IHHQQQQQ")
+_P_INVALID = (1 << 64) - 1
+_MDB_DUPSORT = 0x04
+
+
+class PageReader:
+    def __init__(self, env, db, name: bytes, data_file: str, row_bytes: int):
+        self.db = db
+        self.name = name
+        self.data_file = data_file
+        self.row_bytes = row_bytes
+        self.psize = env.stat()["psize"]
+        self._lock = threading.Lock()
+        self._mem = np.zeros(0, np.uint8)
+        self._snap = (-1, -1)  # (transaction id, root page) last resolved
+        self.fallbacks = 0  # reads that went through py-lmdb instead
+
+    def _map(self, need: int) -> np.ndarray:
+        """The data file mapped read-only, at least ``need`` bytes of it (re-mapped
+        when the file has grown since)."""
+        mem = self._mem
+        if mem.shape[0] < need:
+            with self._lock:
+                mem = self._mem
+                if mem.shape[0] < need:
+                    size = os.path.getsize(self.data_file)
+                    with open(self.data_file, "rb") as f:
+                        m = mmap.mmap(f.fileno(), size, access=mmap.ACCESS_READ)
+                    mem = self._mem = np.frombuffer(m, np.uint8)
+        return mem
+
+    def _root(self, txn) -> tuple[int, int] | None:
+        """(root page or -1 for an empty database, bytes the snapshot spans)."""
+        tid = txn.id()
+        snap = self._snap
+        if snap[0] == tid:
+            return snap[1]
+        raw = txn.get(self.name)
+        if raw is None or len(raw) != _DB_RECORD.size:
+            return None
+        _, flags, depth, branch, leaf, overflow, entries, root = _DB_RECORD.unpack(raw)
+        st = txn.stat(self.db)
+        if flags & _MDB_DUPSORT or (depth, branch, leaf, overflow, entries) != (
+                st["depth"], st["branch_pages"], st["leaf_pages"], st["overflow_pages"], st["entries"]):
+            return None
+        root = -1 if root == _P_INVALID else root
+        self._snap = (tid, root)
+        return root
+
+    def read(self, txn, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """(found (n,) bool, values (n_found, row_bytes) uint8 in the order of ids),
+        or None when the pages cannot be trusted (then read through LMDB)."""
+        root = self._root(txn)
+        if root is None:
+            self.fallbacks += 1
+            return None
+        keys = np.ascontiguousarray(ids, np.uint64)
+        n = keys.shape[0]
+        if root < 0:  # empty database
+            return np.zeros(n, bool), np.zeros((0, self.row_bytes), np.uint8)
+        out = np.empty((n, self.row_bytes), np.uint8)
+        found = np.empty(n, np.uint8)
+        mem = self._map((root + 1) * self.psize)
+        if lookup_rows(mem, self.psize, root, keys, self.row_bytes, out, found) != 0:
+            # a page past the map: the file grew after it was mapped; map again once
+            mem = self._map(os.path.getsize(self.data_file))
+            if lookup_rows(mem, self.psize, root, keys, self.row_bytes, out, found) != 0:
+                self.fallbacks += 1
+                return None
+        found = found.view(bool)
+        return found, (out if found.all() else out[found])
