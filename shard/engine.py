@@ -36,7 +36,7 @@ from shard.config import CollectionConfig, oversampled_top
 from shard.errors import AlreadyExists, InvalidArgument, NotFound, ResourceExhausted
 from shard.index import hnsw, ivf
 from shard.index.code_store import CodeStore
-from shard.kernels.exact import dot_rows, half_sqnorms, ranked_rows
+from shard.kernels.exact import ROW_NOT_FINITE, ROW_ZERO, checked_rows, dot_rows, half_sqnorms, ranked_rows
 from shard.memory import release_free_memory, tune_malloc
 from shard.quantization import make_quantizer
 from shard.rwlock import RWLock
@@ -228,17 +228,13 @@ class ShardEngine:
         if x.ndim != 2 or x.shape[1] != self.dim:
             got = x.shape[-1] if x.ndim >= 1 else 0
             raise InvalidArgument(f"{what} dimension is {got}, the collection's is {self.dim}")
-        bad = ~np.isfinite(x).all(axis=1)
-        if bad.any():
-            raise InvalidArgument(f"{what} {int(np.argmax(bad))} contains NaN or Inf")
-        x = np.ascontiguousarray(x, np.float32)
-        if self.distance == "cosine":
-            norms = np.linalg.norm(x, axis=1)
-            if (norms == 0).any():
-                raise InvalidArgument(f"{what} {int(np.argmax(norms == 0))} is all zeros, "
-                                      "which has no direction under cosine distance")
-            x = x / norms[:, None]
-        return x
+        out = np.empty(x.shape, np.float32)
+        verdict, row = checked_rows(np.ascontiguousarray(x), self.distance == "cosine", out)
+        if verdict == ROW_NOT_FINITE:
+            raise InvalidArgument(f"{what} {row} contains NaN or Inf")
+        if verdict == ROW_ZERO:
+            raise InvalidArgument(f"{what} {row} is all zeros, which has no direction under cosine distance")
+        return out
 
     # -- writes ---------------------------------------------------------
     def upsert(self, ids, vectors, payloads=None, *, encoded_payloads: bool = False) -> None:

@@ -5,7 +5,8 @@ import pytest
 
 from shard.index import ivf
 from shard.index.code_store import CodeStore
-from shard.kernels.exact import dot_rows, dot_rows_indexed, half_sqnorms, ranked_rows
+from shard.kernels.exact import (ROW_NOT_FINITE, ROW_ZERO, ROWS_OK, checked_rows, dot_rows, dot_rows_indexed,
+                                 half_sqnorms, ranked_rows)
 from shard.kernels.kmeans import assign_among
 from shard.kernels.layout import build_lists
 from shard.kernels.topk import heap_push, heap_sorted
@@ -89,6 +90,33 @@ def test_exact_kernels_match_numpy():
         rows = rng.integers(0, 50, 20)
         np.testing.assert_allclose(dot_rows_indexed(xb, rows, q), xb[rows] @ q, rtol=1e-4, atol=1e-4)
         np.testing.assert_allclose(half_sqnorms(xb), 0.5 * (xb * xb).sum(1), rtol=1e-4)
+
+
+@pytest.mark.parametrize("d", [1, 7, 64, 384])
+def test_checked_rows_matches_numpy(d):
+    """Copies or normalises like numpy, and names the first bad row as numpy's
+    isfinite / norm would find it."""
+    rng = np.random.default_rng(d)
+    x = (rng.standard_normal((40, d)) * 10.0 ** rng.integers(-3, 4, (40, 1))).astype(np.float32)
+    out = np.empty_like(x)
+    assert checked_rows(x, False, out) == (ROWS_OK, -1)
+    np.testing.assert_array_equal(out, x)
+    assert checked_rows(x, True, out) == (ROWS_OK, -1)
+    np.testing.assert_allclose(out, x / np.linalg.norm(x.astype(np.float64), axis=1, keepdims=True), rtol=1e-6,
+                               atol=1e-7)
+    big = np.full((1, d), 3e38, np.float32)  # squares overflow float32: still a unit vector
+    checked_rows(big, True, out[:1])
+    np.testing.assert_allclose(np.linalg.norm(out[0].astype(np.float64)), 1.0, rtol=1e-6)
+    for bad, want in ((np.nan, ROW_NOT_FINITE), (np.inf, ROW_NOT_FINITE), (-np.inf, ROW_NOT_FINITE)):
+        y = x.copy()
+        y[17, d // 2] = bad
+        y[30, 0] = bad
+        assert checked_rows(y, True, out) == (want, 17)
+        assert checked_rows(y, False, out) == (want, 17)
+    y = x.copy()
+    y[5] = 0.0
+    assert checked_rows(y, True, out) == (ROW_ZERO, 5)
+    assert checked_rows(y, False, out) == (ROWS_OK, -1)  # zero rows are fine unless normalising
 
 
 @pytest.mark.parametrize("euclid", [False, True], ids=["ip", "euclid"])

@@ -62,3 +62,49 @@ def ranked_rows(xb, rows, q, hsq):
             r[i] -= hsq[rows[i]]
     order = np.argsort(-r, kind="mergesort")
     return order, r[order]
+
+
+#: ``checked_rows`` verdicts
+ROWS_OK, ROW_NOT_FINITE, ROW_ZERO = 0, 1, 2
+
+
+@njit(nogil=True, cache=True, boundscheck=False)  # no fastmath: it would assume away NaN and Inf
+def checked_rows(x, normalise, out):
+    """Copy x (n, d) float32 into out (n, d), each row divided by its L2 norm
+    when ``normalise``, checking every value on the way: one pass instead of
+    numpy's isfinite, all, norm and divide (~15 us a query of fixed costs).
+
+    Returns (verdict, row): (ROWS_OK, -1), or the first row that holds a NaN or
+    an Inf (ROW_NOT_FINITE) or, when normalising, is all zeros (ROW_ZERO).
+    """
+    n, d = x.shape
+    for i in range(n):
+        acc = 0.0
+        for j in range(d):
+            v = x[i, j]
+            if not np.isfinite(v):
+                return ROW_NOT_FINITE, i
+            acc += np.float64(v) * np.float64(v)
+        if normalise:
+            if acc == 0.0:
+                return ROW_ZERO, i
+            norm = np.float32(np.sqrt(acc))
+            if not np.isfinite(norm):  # squares overflowed float32: scale the row first
+                big = np.float32(0.0)
+                for j in range(d):
+                    big = max(big, abs(x[i, j]))
+                for j in range(d):
+                    out[i, j] = x[i, j] / big
+                acc = 0.0
+                for j in range(d):
+                    acc += np.float64(out[i, j]) * np.float64(out[i, j])
+                norm = np.float32(np.sqrt(acc))
+                for j in range(d):
+                    out[i, j] = out[i, j] / norm
+            else:
+                for j in range(d):
+                    out[i, j] = x[i, j] / norm
+        else:
+            for j in range(d):
+                out[i, j] = x[i, j]
+    return ROWS_OK, -1
