@@ -21,6 +21,7 @@ mutates the in-RAM arrays or the LMDB map grows (``_rw``).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -37,18 +38,17 @@ from shard.errors import AlreadyExists, InvalidArgument, NotFound, ResourceExhau
 from shard.index import hnsw, ivf
 from shard.index.code_store import CodeStore
 from shard.kernels.exact import ROW_NOT_FINITE, ROW_ZERO, checked_rows, dot_rows, half_sqnorms, ranked_rows
-from shard.memory import release_free_memory, tune_malloc
+from shard.memory import batch_allocations, release_free_memory, tune_malloc
 from shard.quantization import make_quantizer
 from shard.rwlock import RWLock
 from shard.storage.lmdb_store import LmdbVectorStore
 
 log = logging.getLogger("quiver.shard")
 tune_malloc()
-#: Batches at least this large hand their freed temporaries back to the OS.
+#: Batches at least this large run under ``batch_allocations`` (their temporaries
+#: reuse heap pages) and hand what they freed back to the OS when they end.
 TRIM_AFTER_BATCH = 5_000
 
-#: Points the product quantizer trains on (its k-means is d x 256 per point).
-PQ_TRAIN_SAMPLE = 20_000
 FORMAT_VERSION = b"1"
 #: no 0.5 ||x||^2 to subtract (not euclid)
 _NO_NORMS = np.zeros(0, np.float32)
@@ -263,7 +263,8 @@ class ShardEngine:
             keep = np.sort(len(ids) - 1 - last)
             ids, x = ids[keep], x[keep]
             blobs = None if blobs is None else [blobs[i] for i in keep]
-        with self._write_lock:
+        big = len(ids) >= TRIM_AFTER_BATCH
+        with self._write_lock, (batch_allocations() if big else contextlib.nullcontext()):
             meta = None
             index = self._index
             if index is None:  # first write trains on the batch itself
@@ -288,8 +289,6 @@ class ShardEngine:
                     # the batch is committed and served by the old index: failing the call
                     # would tell the client "nothing was kept"; the next write retries
                     log.warning("shard %s could not retrain after a write (kept): %s", self.path, e)
-            elif len(ids) >= TRIM_AFTER_BATCH:
-                release_free_memory()
 
     def delete(self, ids) -> int:
         """Delete points by id; returns how many existed."""
@@ -361,9 +360,13 @@ class ShardEngine:
         sample (m, d) whose lists (m,) under those centroids are ``lists``."""
         quantizer = make_quantizer(self.config)
         if quantizer is not None:
-            fit_on = sample - centroids[lists]
-            if self.config.quantization.kind == "product" and len(fit_on) > PQ_TRAIN_SAMPLE:
-                fit_on = fit_on[np.random.default_rng(0).choice(len(fit_on), PQ_TRAIN_SAMPLE, replace=False)]
+            want = quantizer.fit_sample
+            if want < len(sample):
+                pick = np.random.default_rng(0).choice(len(sample), want, replace=False)
+                sample, lists = sample[pick], lists[pick]
+            # a binary quantizer's rotation is random: no residuals to compute (120 MB
+            # of temporaries at an 80k-point retrain)
+            fit_on = sample - centroids[lists] if want else np.zeros((0, self.dim), np.float32)
             quantizer.fit(np.ascontiguousarray(fit_on, np.float32))
         return _Index(centroids, quantizer, max(1, n_total), self._cosine)
 

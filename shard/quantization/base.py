@@ -25,6 +25,9 @@ class Quantizer(Protocol):
     code_width: int
     #: number of float32 per-vector factors stored beside the code
     n_factors: int
+    #: how many residuals ``fit`` wants (0: it learns nothing from data, and the
+    #: engine skips computing a sample's residuals)
+    fit_sample: int
 
     def fit(self, residuals: np.ndarray) -> None:
         """Learn parameters from a sample of residuals (n, d) float32."""

@@ -47,6 +47,8 @@ def _levels(encoding: str) -> tuple[np.ndarray, float]:
 class BinaryQuantizer:
     code_dtype = np.dtype(np.uint64)
     n_factors = 2
+    #: the rotation is random, not learned: ``fit`` needs no residuals
+    fit_sample = 0
     #: the scan kernel reads codes column-major (word, slot)
     column_major = True
 

@@ -23,6 +23,8 @@ class ProductQuantizer:
 
     code_dtype = np.dtype(np.uint8)
     n_factors = 0
+    #: k-means per subspace on this many residuals at most
+    fit_sample = 20_000
 
     def __init__(self, dim: int, compression: str = "x16", seed: int = 0):
         self.dim = dim

@@ -18,6 +18,8 @@ class ScalarQuantizer:
 
     code_dtype = np.dtype(np.uint8)
     n_factors = 0
+    #: the quantiles come from every residual of the sample
+    fit_sample = 1 << 62
 
     def __init__(self, dim: int, quantile: float = 0.99):
         self.dim = dim

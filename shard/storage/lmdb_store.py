@@ -334,4 +334,5 @@ class LmdbVectorStore:
     def close(self) -> None:
         with self.map_guard.exclusive():  # waits for a batch read or copy in progress
             self.closed = True
+            self.pages.close()
             self.env.close()

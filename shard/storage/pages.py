@@ -56,6 +56,12 @@ class PageReader:
                     mem = self._mem = np.frombuffer(m, np.uint8)
         return mem
 
+    def close(self) -> None:
+        """Drop the map (the store is closing: no read is in progress)."""
+        with self._lock:
+            self._mem = np.zeros(0, np.uint8)
+            self._snap = (-1, -1)
+
     def _root(self, txn) -> tuple[int, int] | None:
         """(root page or -1 for an empty database, bytes the snapshot spans)."""
         tid = txn.id()
