@@ -28,6 +28,7 @@ import logging
 import math
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
@@ -48,6 +49,9 @@ tune_malloc()
 #: Batches at least this large run under ``batch_allocations`` (their temporaries
 #: reuse heap pages) and hand what they freed back to the OS when they end.
 TRIM_AFTER_BATCH = 5_000
+#: A batch's encoding runs in up to this many threads, blocks of at least ENCODE_BLOCK rows.
+ENCODE_THREADS = max(1, min(4, os.cpu_count() or 1))
+ENCODE_BLOCK = 4096
 
 FORMAT_VERSION = b"1"
 #: no 0.5 ||x||^2 to subtract (not euclid)
@@ -376,8 +380,21 @@ class ShardEngine:
         hsq = half_sqnorms(x)
         if index.quantizer is None:
             return lists, None, None, hsq
-        c = index.centroids[lists]
-        code, factors = index.quantizer.encode(x - c, c, lists)
+        q = index.quantizer
+
+        def encode(lo: int, hi: int):
+            c = index.centroids[lists[lo:hi]]
+            return q.encode(x[lo:hi] - c, c, lists[lo:hi])
+
+        blocks = min(ENCODE_THREADS, len(x) // ENCODE_BLOCK)
+        if blocks <= 1:
+            code, factors = encode(0, len(x))
+        else:  # the quantizers' encoders are numpy and numba, which release the GIL
+            bounds = np.linspace(0, len(x), blocks + 1).astype(np.int64)
+            with ThreadPoolExecutor(blocks) as pool:
+                parts = list(pool.map(encode, bounds[:-1], bounds[1:]))
+            code = np.concatenate([p[0] for p in parts])
+            factors = np.concatenate([p[1] for p in parts])
         return lists, code, factors, hsq
 
     def _index_meta(self, index: _Index) -> dict[str, bytes]:
