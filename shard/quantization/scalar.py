@@ -18,8 +18,10 @@ class ScalarQuantizer:
 
     code_dtype = np.dtype(np.uint8)
     n_factors = 0
-    #: the quantiles come from every residual of the sample
-    fit_sample = 1 << 62
+    #: the quantiles come from this many residuals at most (a quarter of an 80k-point
+    #: ingest's time went to partitioning all of them; docs384 recall@10 of the IVF
+    #: 0.9052 / 0.9682 at oversampling 1 / 3 with every residual, 0.9054 / 0.9681 with 40k)
+    fit_sample = 40_000
 
     def __init__(self, dim: int, quantile: float = 0.99):
         self.dim = dim
