@@ -28,7 +28,6 @@ import logging
 import math
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
@@ -40,6 +39,7 @@ from shard.index import hnsw, ivf
 from shard.index.code_store import CodeStore
 from shard.kernels.exact import ROW_NOT_FINITE, ROW_ZERO, checked_rows, dot_rows, half_sqnorms, ranked_rows
 from shard.memory import batch_allocations, release_free_memory, tune_malloc
+from shard.parallel import map_row_blocks
 from shard.quantization import make_quantizer
 from shard.rwlock import RWLock
 from shard.storage.lmdb_store import LmdbVectorStore
@@ -49,8 +49,7 @@ tune_malloc()
 #: Batches at least this large run under ``batch_allocations`` (their temporaries
 #: reuse heap pages) and hand what they freed back to the OS when they end.
 TRIM_AFTER_BATCH = 5_000
-#: A batch's encoding runs in up to this many threads, blocks of at least ENCODE_BLOCK rows.
-ENCODE_THREADS = max(1, min(4, os.cpu_count() or 1))
+#: A batch's encoding runs in row blocks of at least this many rows, in threads.
 ENCODE_BLOCK = 4096
 
 FORMAT_VERSION = b"1"
@@ -386,15 +385,10 @@ class ShardEngine:
             c = index.centroids[lists[lo:hi]]
             return q.encode(x[lo:hi] - c, c, lists[lo:hi])
 
-        blocks = min(ENCODE_THREADS, len(x) // ENCODE_BLOCK)
-        if blocks <= 1:
-            code, factors = encode(0, len(x))
-        else:  # the quantizers' encoders are numpy and numba, which release the GIL
-            bounds = np.linspace(0, len(x), blocks + 1).astype(np.int64)
-            with ThreadPoolExecutor(blocks) as pool:
-                parts = list(pool.map(encode, bounds[:-1], bounds[1:]))
-            code = np.concatenate([p[0] for p in parts])
-            factors = np.concatenate([p[1] for p in parts])
+        # the quantizers' encoders are numpy and numba, which release the GIL
+        parts = map_row_blocks(encode, len(x), ENCODE_BLOCK)
+        code = np.concatenate([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
+        factors = np.concatenate([p[1] for p in parts]) if len(parts) > 1 else parts[0][1]
         return lists, code, factors, hsq
 
     def _index_meta(self, index: _Index) -> dict[str, bytes]:

@@ -9,14 +9,13 @@ percent of the lists keeps recall@10 above 0.97 on docs384.
 from __future__ import annotations
 
 import math
-import os
-from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 import numpy as np
 
 from shard.kernels.kmeans import assign_among, cluster_means_update
 from shard.kernels.layout import nearest_lists
+from shard.parallel import map_row_blocks
 
 #: k-means from random points: this many Lloyd iterations comparing every centroid (BLAS) ...
 KMEANS_ITERATIONS = 3
@@ -33,8 +32,6 @@ NEIGHBOURS = 64
 #: the neighbour lists are recomputed every this many iterations (the centroids move little by then)
 NEIGHBOURS_EVERY = 3
 _CHUNK = 4096
-#: threads for the numba assignment kernels (nogil)
-_WORKERS = max(1, min(4, os.cpu_count() or 1))
 
 
 def auto_nlist(n: int) -> int:
@@ -52,18 +49,11 @@ def assign(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
     one thread, for searches)."""
     half = (0.5 * np.einsum("ij,ij->i", centroids, centroids)).astype(np.float32)
     out = np.empty(len(x), np.int32)
-    workers = min(_WORKERS, len(x) // (2 * _CHUNK))
-    if workers <= 1:
-        _assign_rows(x, centroids, half, out)
-        return out
-    bounds = np.linspace(0, len(x), workers + 1).astype(np.int64)
 
-    def run(i):
-        lo, hi = bounds[i], bounds[i + 1]
+    def run(lo: int, hi: int) -> None:
         _assign_rows(x[lo:hi], centroids, half, out[lo:hi])
 
-    with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(run, range(workers)))
+    map_row_blocks(run, len(x), 2 * _CHUNK)
     return out
 
 
@@ -124,18 +114,12 @@ def near_assign(x: np.ndarray, c: np.ndarray, prev: np.ndarray, cand: np.ndarray
     """``assign_among`` over row blocks of x (n, d) in threads (the kernel
     releases the GIL): the nearest of each point's candidates ``cand[prev]``."""
     half = (0.5 * np.einsum("ij,ij->i", c, c)).astype(np.float32)
-    workers = min(_WORKERS, len(x) // 4096)
-    if workers <= 1:
-        return assign_among(x, c, half, prev, cand)
-    bounds = np.linspace(0, len(x), workers + 1).astype(np.int64)
     out = np.empty(len(x), np.int32)
 
-    def run(i):
-        lo, hi = bounds[i], bounds[i + 1]
+    def run(lo: int, hi: int) -> None:
         out[lo:hi] = assign_among(x[lo:hi], c, half, prev[lo:hi], cand)
 
-    with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(run, range(workers)))
+    map_row_blocks(run, len(x), 4096)
     return out
 
 
