@@ -20,12 +20,13 @@ _M_MMAP_THRESHOLD = -3
 #: on free), and free() gives the heap top back above the trim threshold.
 MMAP_THRESHOLD = 256 << 10
 TRIM_THRESHOLD = 4 << 20
-#: While a large write batch runs its temporaries (10k x 384 float32 is 15 MB) come
-#: from the heap instead, where each reuses the pages of the one before: as fresh
-#: mmaps their pages faulted in one by one (~300k faults per 100k-vector docs384
-#: ingest against ~110k; 18.9-20.3k against 20.6-23.8k vectors/s). The batch ends
-#: with the thresholds back and the heap trimmed. (Kept high all the time, a 1M-vector
-#: shard ended its ingest at 472 MB RssAnon against 337 MB.)
+#: While a large write batch runs, temporaries below 16 MB (a 10k-row block of the
+#: batch) come from the heap instead, where each reuses the pages of the one before: as
+#: fresh mmaps their pages faulted in one by one (~300k faults per 100k-vector docs384
+#: ingest; ~190k with these settings). The batch ends with the thresholds back and the
+#: heap trimmed. Larger settings fault less but keep more: 64 MB toggled like this left
+#: a 1M-vector shard at 410 MB RssAnon after ingest, 64 MB kept on at 472 MB, these 347 MB
+#: (256 KiB throughout: 337 MB).
 BATCH_MMAP_THRESHOLD = 16 << 20
 BATCH_TRIM_THRESHOLD = 32 << 20
 
