@@ -88,22 +88,10 @@ def checked_rows(x, normalise, out):
         if normalise:
             if acc == 0.0:
                 return ROW_ZERO, i
-            norm = np.float32(np.sqrt(acc))
-            if not np.isfinite(norm):  # squares overflowed float32: scale the row first
-                big = np.float32(0.0)
-                for j in range(d):
-                    big = max(big, abs(x[i, j]))
-                for j in range(d):
-                    out[i, j] = x[i, j] / big
-                acc = 0.0
-                for j in range(d):
-                    acc += np.float64(out[i, j]) * np.float64(out[i, j])
-                norm = np.float32(np.sqrt(acc))
-                for j in range(d):
-                    out[i, j] = out[i, j] / norm
-            else:
-                for j in range(d):
-                    out[i, j] = x[i, j] / norm
+            # in float64: the sum of float32 squares cannot overflow there, as it can in float32
+            inv = 1.0 / np.sqrt(acc)
+            for j in range(d):
+                out[i, j] = np.float32(x[i, j] * inv)
         else:
             for j in range(d):
                 out[i, j] = x[i, j]

@@ -68,8 +68,11 @@ def lookup_rows(mem, psize, root, keys, row_bytes, out, found):
     for i in range(n):
         found[i] = 0
     for _ in range(MAX_DEPTH):
-        # every key sits at the same depth (a B+tree is balanced): one level for all
-        leaf = n > 0 and (_u16(mem, (pg[0] if 0 <= pg[0] < n_pages else 0) * psize + 10) & P_LEAF) != 0
+        # every key sits at the same depth (a B+tree is balanced): one level for all,
+        # of the kind key 0's page is (every page is checked against it below)
+        if n == 0 or not 0 <= pg[0] < n_pages:
+            return -1 if n else 0
+        leaf = (_u16(mem, pg[0] * psize + 10) & P_LEAF) != 0
         for i in range(n):
             p = pg[i]
             if p < 0 or p >= n_pages:
