@@ -548,7 +548,7 @@ class ShardEngine:
         the nearest lists to hold ``scan_factor * k`` points (at least the
         configured nprobe), since more candidates need a wider net to be right."""
         _, _, sizes = codes.layout()
-        qc = Q @ index.centroids.T
+        qc = codes.query_base(index.centroids, Q)
         if effort:
             nprobe, want = int(effort), k
         else:
@@ -573,7 +573,7 @@ class ShardEngine:
         """Step 1 through the HNSW graph: top-k per query on the codes, with a
         beam of max(ef, k). Returns lists of (ids, approx ranks)."""
         prepared, const = index.quantizer.prepare(Q)
-        base = codes.query_base(index.centroids, Q, const)  # int16 centroids: half the bytes
+        base = codes.query_base(index.centroids, Q, const)
         out_s = np.full((len(Q), k), -np.inf, np.float32)
         out_i = np.full((len(Q), k), -1, np.int64)
         counts = codes.graph.search(prepared, base, codes.list_of_slot, codes.codes, codes.half_sqnorm,

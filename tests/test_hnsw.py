@@ -10,6 +10,7 @@ from shard.config import CollectionConfig, HnswConfig, IndexConfig, Quantization
 from shard.engine import ShardEngine
 from shard.errors import InvalidArgument
 from shard.index import hnsw
+from shard.index.code_store import CodeStore
 from shard.index.hnsw import HnswGraph
 
 
@@ -101,20 +102,23 @@ def test_graph_search_lut_matches_numpy_reference():
         np.testing.assert_allclose(out_s[qi], np.sort(ref)[::-1][:k], rtol=1e-4, atol=1e-4)
 
 
-def test_query_base_matches_float_centroids_and_follows_a_retrain():
+@pytest.mark.parametrize("store_kind", ["ivf", "graph"])
+@pytest.mark.parametrize("m", [1, 3, CodeStore.INT16_BASE_MAX_QUERIES + 1])  # int16 kernel and BLAS
+def test_query_base_matches_float_centroids_and_follows_a_retrain(store_kind, m):
     rng = np.random.default_rng(4)
     d, nlist = 48, 37
-    store = hnsw.GraphCodeStore(d, np.uint8, 0, nlist)
-    Q = rng.standard_normal((3, d)).astype(np.float32)
-    const = rng.standard_normal(3).astype(np.float32)
+    store = (hnsw.GraphCodeStore if store_kind == "graph" else CodeStore)(d, np.uint8, 0, nlist)
+    Q = rng.standard_normal((m, d)).astype(np.float32)
+    const = rng.standard_normal(m).astype(np.float32)
     for scale in (0.05, 3.0):  # a second centroid array (a retrain) replaces the int16 copy
         C = (scale * rng.standard_normal((nlist, d))).astype(np.float32)
         C[:, 5] = 0.0  # an all-zero dimension
-        ref = Q.astype(np.float64) @ C.T.astype(np.float64) + const[:, None]  # the slow, obviously-correct twin
+        ref = Q.astype(np.float64) @ C.T.astype(np.float64)  # the slow, obviously-correct twin
         got = store.query_base(C, Q, const)
-        assert got.shape == (3, nlist) and got.dtype == np.float32
-        np.testing.assert_allclose(got, ref, rtol=0, atol=2e-4 * scale * np.sqrt(d))
+        assert got.shape == (m, nlist) and got.dtype == np.float32
+        np.testing.assert_allclose(got, ref + const[:, None], rtol=0, atol=2e-4 * scale * np.sqrt(d))
         np.testing.assert_array_equal(store.query_base(C, Q, const), got)  # cached: same answer
+        np.testing.assert_allclose(store.query_base(C, Q), ref, rtol=0, atol=2e-4 * scale * np.sqrt(d))
 
 
 def test_graph_recall_on_seeded_data_and_deleted_nodes_never_returned():

@@ -22,7 +22,7 @@ import zlib
 import numpy as np
 
 from shard.index.code_store import CodeStore
-from shard.kernels.graph import graph_insert, graph_search, graph_search_lut, list_base
+from shard.kernels.graph import graph_insert, graph_search, graph_search_lut
 
 MAX_LEVEL = 15
 
@@ -189,7 +189,6 @@ class GraphCodeStore(CodeStore):
     def __init__(self, *args, m: int = 16, ef_construct: int = 100, seed: int = 0, **kw):
         super().__init__(*args, **kw)
         self.graph = HnswGraph(m, ef_construct, seed)
-        self._cent16 = None  # (centroids, int16 copy, per-dimension scale): see query_base
 
     def refresh(self) -> None:
         self._disorder = 0
@@ -206,29 +205,8 @@ class GraphCodeStore(CodeStore):
     def live_slots(self) -> np.ndarray:
         return np.flatnonzero(self.list_of_slot[: self.high] >= 0)
 
-    def query_base(self, centroids: np.ndarray, Q: np.ndarray, const: np.ndarray) -> np.ndarray:
-        """(m, nlist) float32 ``Q @ centroids.T + const[:, None]``, the per-list
-        term of a search's scores, through an int16 copy of the centroids
-        (made on first use, again when the centroids change)."""
-        held = self._cent16
-        if held is None or held[0] is not centroids:
-            held = self._cent16 = (centroids,) + int16_rows(centroids)
-        _, cq, scale = held
-        out = np.empty((len(Q), len(cq)), np.float32)
-        list_base(cq, np.ascontiguousarray(Q * scale, np.float32), np.ascontiguousarray(const, np.float32), out)
-        return out
-
     def ram_bytes(self) -> int:
-        held = 0 if self._cent16 is None else self._cent16[1].nbytes + self._cent16[2].nbytes
-        return super().ram_bytes() + self.graph.ram_bytes() + held
-
-
-def int16_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(q (n, d) int16, scale (d,) float32) with x ~= q * scale, each dimension
-    scaled to its largest magnitude."""
-    scale = np.abs(x).max(axis=0).astype(np.float32) / np.float32(32767.0)
-    scale[scale == 0] = 1.0
-    return np.ascontiguousarray(np.rint(x / scale), np.int16), scale
+        return super().ram_bytes() + self.graph.ram_bytes()
 
 
 def affine_view(centroids: np.ndarray, quantizer) -> tuple[np.ndarray, np.ndarray]:

@@ -17,8 +17,8 @@ for the engine's int8 scalar codes of residuals ``off = centroids + lo``,
 ``b = step`` and ``base`` is exactly the engine's ``<c_l, q> + <q, lo>``. The
 same source compiles for float32 rows (off = 0, b = 1: the originals), which
 is how a build on the originals and one on the codes share one kernel.
-A search's ``base`` comes from ``list_base`` over int16 centroids (half the
-DRAM bytes of the float32 ones, which the walk evicts between queries).
+A search's ``base`` comes from ``layout.list_base`` over int16 centroids (half
+the DRAM bytes of the float32 ones, which the walk evicts between queries).
 ``graph_search_lut`` walks the same graph scoring product codes by lookup table.
 
 Deleted nodes stay in the graph and are traversed, but never returned.
@@ -373,25 +373,6 @@ def graph_search_lut(lut, base, lists, codes, hsq, use_sqnorm, links0, deg0, up,
             out_slots[qi, t] = res_i[t]
         counts[qi] = c
     return counts
-
-
-# -- the per-list constants ----------------------------------------------------
-@njit(nogil=True, cache=True, fastmath=True, boundscheck=False)
-def list_base(cq, qs, const, out):
-    """out (m, nlist) = const[:, None] + qs @ cq.T: the per-list term of every
-    score, from centroids held as int16 (cq (nlist, d), each dimension scaled
-    by the caller into qs = q * scale). The centroids are read once a query
-    and mostly from DRAM (the walk evicts them): half the bytes of float32
-    make this about twice as fast as BLAS on the float32 centroids, at a
-    rounding error ~1e-5 of a score, far below the int8 codes' own."""
-    for i in range(qs.shape[0]):
-        q = qs[i]
-        c0 = const[i]
-        for l in range(cq.shape[0]):
-            acc = np.float32(0.0)
-            for j in range(q.shape[0]):
-                acc += q[j] * np.float32(cq[l, j])
-            out[i, l] = c0 + acc
 
 
 # -- build ------------------------------------------------------------------
