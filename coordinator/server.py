@@ -220,6 +220,7 @@ async def _serve(address: str, data_dir: str, shard_nodes: list[str], *, shard_t
                                              "data_dir": str(data_dir), "shard_nodes": shard_nodes,
                                              "metadata": coordinator.meta.kind,
                                              "event_loop": type(asyncio.get_running_loop()).__module__,
+                                             "grpc_experiments": os.environ.get("GRPC_EXPERIMENTS", ""),
                                              "tls": tls is not None, "api_keys": len(api_keys or ()),
                                              "cluster_secret": cluster_secret is not None})
     if port_file:

@@ -13,6 +13,7 @@ the Kubernetes manifests set.
 from __future__ import annotations
 
 import quiver.blas_threads  # noqa: F401 - before numpy loads OpenBLAS
+import quiver.grpc_engine  # noqa: F401 - before grpc starts
 
 import json  # noqa: E402
 import time  # noqa: E402

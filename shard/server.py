@@ -13,6 +13,7 @@ the engine lets searches run beside writes).
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 
@@ -301,6 +302,7 @@ def serve(address: str, data_dir: str, *, metrics_port: int | None = None, port_
     httpd, mport = start_metrics(metrics_port, metrics.registry)
     log.info("shard node listening", extra={"address": address, "port": port, "metrics_port": mport,
                                             "data_dir": str(data_dir), "shards": len(node.shards()),
+                                            "grpc_experiments": os.environ.get("GRPC_EXPERIMENTS", ""),
                                             "cluster_secret": cluster_secret is not None})
     if port_file:
         write_port_file(port_file, port=port, metrics_port=mport)
