@@ -234,7 +234,7 @@ def main(argv=None):
                 base = np.ascontiguousarray(q @ off.T, np.float32)
                 if view == "product":
                     lut, _ = extra.prepare(q)
-                    c = g.search_lut(lut, base, lists, codes, hsq, False, ef, out_s, out_i)
+                    c = g.search(lut, base, lists, codes, hsq, False, ef, out_s, out_i)
                 else:
                     pb = np.ascontiguousarray(q * extra, np.float32)
                     c = g.search(pb, base, lists, codes, hsq, False, ef, out_s, out_i)

@@ -133,6 +133,10 @@ class HnswConfig:
             raise InvalidArgument("hnsw rebuild_deleted must be in (0, 1]")
 
 
+#: Quantizations whose codes the HNSW graph can walk (see shard/kernels/graph.py).
+HNSW_KINDS = ("scalar", "product")
+
+
 @dataclass(frozen=True)
 class CollectionConfig:
     dim: int
@@ -150,8 +154,9 @@ class CollectionConfig:
             raise InvalidArgument(
                 f"binary quantization supports up to {MAX_BINARY_DIMENSION} dimensions (its random rotation "
                 f"is a dense d x d matrix), got {self.dim}; use scalar or product quantization")
-        if self.hnsw is not None and self.quantization.kind != "scalar":
-            raise InvalidArgument(f"an hnsw index needs scalar quantization, got {self.quantization.kind!r}")
+        if self.hnsw is not None and self.quantization.kind not in HNSW_KINDS:
+            raise InvalidArgument(f"an hnsw index needs scalar or product quantization, got "
+                                  f"{self.quantization.kind!r}")
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -280,7 +280,7 @@ class ShardEngine:
                 codes.upsert(ids, lists, code, factors, hsq)
                 if self.config.hnsw is not None:
                     # the graph mutates in place: searches wait (~0.3 ms a point)
-                    off, b = hnsw.affine_view(index.centroids, index.quantizer)
+                    off, b = hnsw.code_view(index.centroids, index.quantizer)
                     hnsw.link(codes, codes.slots_of(ids), x, hsq, off, b, self.use_sqnorm)
                 self._index, self._codes = index, codes
             ic = self.config.index
@@ -323,7 +323,7 @@ class ShardEngine:
     def _rebuild_graph(self, index: _Index, codes) -> None:
         """A fresh graph over the live codes, built beside the old one (which
         searches keep using), then swapped in. Runs under the write lock."""
-        off, b = hnsw.affine_view(index.centroids, index.quantizer)
+        off, b = hnsw.code_view(index.centroids, index.quantizer)
         graph = hnsw.rebuild(codes, off, b, self.use_sqnorm)
         with self._rw.exclusive():
             codes.graph = graph
@@ -461,7 +461,7 @@ class ShardEngine:
             if old.graph.deleted_fraction(old.n) <= hc.rebuild_deleted:
                 codes.graph = hnsw.carry_over(old, codes)  # the points did not move: keep their links
             else:
-                off, b = hnsw.affine_view(index.centroids, index.quantizer)
+                off, b = hnsw.code_view(index.centroids, index.quantizer)
                 codes.graph = hnsw.rebuild(codes, off, b, self.use_sqnorm)
         with self._rw.exclusive():
             self._index, self._codes = index, codes

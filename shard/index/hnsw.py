@@ -2,9 +2,11 @@
 to the kernels in ``shard.kernels.graph``.
 
 The graph links slots (rows of the code arrays). It never reads originals: a
-node is scored through an affine view of its code, ``x = off[list] + b * codes[slot]``
-(int8 scalar codes of residuals: off = centroids + lo, b = step; or float32
-rows with off = 0, b = 1), so inserts and rebuilds need only what is in RAM.
+node is scored through a view of its code (``code_view``): int8 scalar codes
+of residuals, ``x = off[list] + b * codes[slot]`` (off = centroids + lo, b =
+step; or float32 rows with off = 0, b = 1), or product codes of residuals,
+``x = centroids[list] + concat_j codebooks[j, codes[slot, j]]``; so inserts
+and rebuilds need only what is in RAM.
 Deleted slots stay linked (they keep the graph navigable) and are never
 returned; ``deleted_fraction`` tells the owner when a rebuild pays.
 
@@ -22,7 +24,7 @@ import zlib
 import numpy as np
 
 from shard.index.code_store import CodeStore
-from shard.kernels.graph import graph_insert, graph_search, graph_search_lut
+from shard.kernels.graph import graph_insert, graph_search
 
 MAX_LEVEL = 15
 
@@ -135,18 +137,12 @@ class HnswGraph:
 
     def search(self, pb, base, lists, codes, hsq, use_sqnorm: bool, ef: int, out_scores, out_slots) -> np.ndarray:
         """Top-k slots (k = out_scores.shape[1]) for m queries prepared as
-        pb (m, d) = q * b, base (m, nlist) = q @ off.T. Returns counts (m,) int64."""
+        pb (m, d) = q * b (or (m, M, K) lookup tables for product codes),
+        base (m, nlist) = q @ off.T. Returns counts (m,) int64."""
         visited, gen = self._visited()
         return graph_search(pb, base, lists, codes, hsq, bool(use_sqnorm), self.links0, self.deg0, self.up,
                             self.updeg, self.up_row, self.state, self.deleted, int(ef), visited, gen,
                             out_scores, out_slots)
-
-    def search_lut(self, lut, base, lists, codes, hsq, use_sqnorm: bool, ef: int, out_scores, out_slots):
-        """As ``search`` for product codes: lut (m, M, K) float32 lookup tables."""
-        visited, gen = self._visited()
-        return graph_search_lut(lut, base, lists, codes, hsq, bool(use_sqnorm), self.links0, self.deg0, self.up,
-                                self.updeg, self.up_row, self.state, self.deleted, int(ef), visited, gen,
-                                out_scores, out_slots)
 
     # -- persistence and renumbering ------------------------------------
     def ram_bytes(self) -> int:
@@ -209,15 +205,25 @@ class GraphCodeStore(CodeStore):
         return super().ram_bytes() + self.graph.ram_bytes()
 
 
-def affine_view(centroids: np.ndarray, quantizer) -> tuple[np.ndarray, np.ndarray]:
-    """(off (nlist, d), b (d,)) so that a scalar code of a residual to list l
-    reads as ``off[l] + b * code``."""
+def code_view(centroids: np.ndarray, quantizer) -> tuple[np.ndarray, np.ndarray]:
+    """(off (nlist, d), b) through which the graph reads a code of a residual to
+    list l (see shard/kernels/graph.py): scalar int8, ``off[l] + b * code`` with
+    b (d,) the steps; product, ``off[l] + concat_j b[j, code[j]]`` with b the
+    (M, K, dsub) codebooks."""
+    if hasattr(quantizer, "codebooks"):
+        return np.ascontiguousarray(centroids, np.float32), np.ascontiguousarray(quantizer.codebooks, np.float32)
     return (np.ascontiguousarray(centroids + quantizer.lo[None, :], np.float32),
             np.ascontiguousarray(quantizer.step, np.float32))
 
 
 def decode(codes: GraphCodeStore, slots: np.ndarray, off: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return (off[codes.list_of_slot[slots]] + b[None, :] * codes.codes[slots].astype(np.float32)).astype(np.float32)
+    """The vectors of ``slots`` through the view (n, d) float32."""
+    c = codes.codes[slots]
+    if b.ndim == 1:
+        rest = b[None, :] * c.astype(np.float32)
+    else:
+        rest = b[np.arange(b.shape[0])[None, :], c.astype(np.int64)].reshape(len(slots), -1)[:, : off.shape[1]]
+    return np.ascontiguousarray(off[codes.list_of_slot[slots]] + rest, np.float32)
 
 
 def link(codes: GraphCodeStore, slots, X, hsq_new, off, b, use_sqnorm: bool, graph: HnswGraph | None = None) -> None:

@@ -7,19 +7,25 @@ int32 / ``updeg`` (maxL, rows) int32, a node's row being ``up_row[node]``.
 ``state`` (2,) int64 is (entry node, top level), -1 for an empty graph.
 
 Scoring is "higher is better" throughout. A node v is scored against a float
-vector p through an affine view of its code, ``x_v = off[l_v] + b * codes[v]``
-with ``l_v = lists[v]`` the node's list (its IVF centroid):
+vector p through a view of its code with ``l_v = lists[v]`` the node's list
+(its IVF centroid), one of two kinds, told apart by the view's shape (numba
+compiles only the branch a call's array types take):
 
-    score(p, v) = <p, off[l_v]> + sum_j (p_j b_j) codes[v, j]  [- hsq[v] for euclid]
+* affine, ``b`` (d,): ``x_v = off[l_v] + b * codes[v]``, so
+  ``score(p, v) = <p, off[l_v]> + sum_j (p_j b_j) codes[v, j]`` and a point
+  is prepared as ``pb = p * b`` (d,). For the engine's int8 scalar codes of
+  residuals ``off = centroids + lo``, ``b = step``, and ``<p, off[l]>`` is
+  exactly the engine's ``<c_l, q> + <q, lo>``. The same source compiles for
+  float32 rows (off = 0, b = 1: the originals).
+* product, ``b`` (M, K, dsub) codebooks: ``x_v = off[l_v] + concat_j
+  b[j, codes[v, j]]`` (cut to d), so ``score(p, v) = <p, off[l_v]> +
+  sum_j lut[j, codes[v, j]]`` with the point prepared as its lookup table
+  ``lut[j, k] = <p_j, b[j, k]>`` (M, K).
 
-so ``pb = p * b`` and ``base = off @ p`` (nlist,) are prepared once per vector:
-for the engine's int8 scalar codes of residuals ``off = centroids + lo``,
-``b = step`` and ``base`` is exactly the engine's ``<c_l, q> + <q, lo>``. The
-same source compiles for float32 rows (off = 0, b = 1: the originals), which
-is how a build on the originals and one on the codes share one kernel.
-A search's ``base`` comes from ``layout.list_base`` over int16 centroids (half
-the DRAM bytes of the float32 ones, which the walk evicts between queries).
-``graph_search_lut`` walks the same graph scoring product codes by lookup table.
+In both, ``base = off @ p`` (nlist,) is per point and ``hsq[v]`` is
+subtracted for euclid. A search's ``base`` comes from ``layout.list_base``
+over int16 centroids (half the DRAM bytes of the float32 ones, which the walk
+evicts between queries).
 
 Deleted nodes stay in the graph and are traversed, but never returned.
 The visited set is a reusable uint32 array with a generation counter
@@ -37,7 +43,7 @@ import numpy as np
 from llvmlite import ir
 from numba import njit, types
 from numba.core import cgutils
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 from shard.kernels.topk import heap_push, heap_sorted
 
@@ -74,24 +80,60 @@ def _prefetch_row(codes, v):
 
 
 # -- scoring -----------------------------------------------------------------
-@njit(nogil=True, cache=True, fastmath=True, boundscheck=False, inline="always")
 def _score(pb, base, lists, codes, hsq, use_sqnorm, v):
-    acc = base[max(lists[v], 0)]
-    for j in range(pb.shape[0]):
-        acc += pb[j] * np.float32(codes[v, j])
-    if use_sqnorm:
-        acc -= hsq[v]
-    return acc
+    """A prepared point's score against node v: pb (d,) = p * b, or (M, K) its
+    lookup table. Kernels only (see the overload below)."""
+    raise NotImplementedError("_score is compiled into the graph kernels")
 
 
-@njit(nogil=True, cache=True, fastmath=True, boundscheck=False, inline="always")
-def _score_lut(lut, base, lists, codes, hsq, use_sqnorm, v):
-    acc = base[max(lists[v], 0)]
-    for sm in range(lut.shape[0]):
-        acc += lut[sm, codes[v, sm]]
-    if use_sqnorm:
-        acc -= hsq[v]
-    return acc
+@overload(_score, inline="always", jit_options={"fastmath": True, "boundscheck": False})
+def _score_kind(pb, base, lists, codes, hsq, use_sqnorm, v):
+    # chosen by pb's type when a kernel is compiled: numba does not prune a
+    # branch on ndim inside a function inlined as IR, so the kinds are two bodies
+    if pb.ndim == 1:
+        def affine(pb, base, lists, codes, hsq, use_sqnorm, v):
+            acc = base[max(lists[v], 0)]
+            for j in range(pb.shape[0]):
+                acc += pb[j] * np.float32(codes[v, j])
+            if use_sqnorm:
+                acc -= hsq[v]
+            return acc
+        return affine
+
+    def lookup(pb, base, lists, codes, hsq, use_sqnorm, v):
+        acc = base[max(lists[v], 0)]
+        for j in range(pb.shape[0]):
+            acc += pb[j, codes[v, j]]
+        if use_sqnorm:
+            acc -= hsq[v]
+        return acc
+    return lookup
+
+
+@njit(nogil=True, cache=True, fastmath=True, boundscheck=False)
+def _prepare(x, b, out):
+    """out = the point x (d,) prepared for ``_score``: x * b, or its lookup table."""
+    if b.ndim == 1:
+        for j in range(x.shape[0]):
+            out[j] = x[j] * b[j]
+    else:
+        d = x.shape[0]
+        dsub = b.shape[2]
+        for j in range(b.shape[0]):
+            for k in range(b.shape[1]):
+                acc = np.float32(0.0)
+                for t in range(dsub):
+                    i = j * dsub + t
+                    if i < d:
+                        acc += x[i] * b[j, k, t]
+                out[j, k] = acc
+
+
+@njit(nogil=True, cache=True)
+def _prepared_buffer(d, b):
+    if b.ndim == 1:
+        return np.empty(d, np.float32)
+    return np.empty((b.shape[0], b.shape[1]), np.float32)
 
 
 # -- a max-heap over parallel arrays (candidates to expand, best on top) -----
@@ -234,55 +276,14 @@ def _layer_search(pb, base, lists, codes, hsq, use_sqnorm, links, degs, rows, en
     return nr
 
 
-@njit(nogil=True, cache=True, fastmath=True, boundscheck=False)
-def _layer_search_lut(lut, base, lists, codes, hsq, use_sqnorm, links, degs, ent_s, ent_i, n_ent, ef,
-                      visited, g, deleted, res_s, res_i):
-    """``_layer_search`` on level 0 scoring product codes by a lookup table."""
-    cs = np.empty(max(64, 4 * ef), np.float32)
-    ci = np.empty(cs.shape[0], np.int32)
-    nb = np.empty(links.shape[1], np.int32)
-    nc = 0
-    nr = 0
-    for e in range(n_ent):
-        v = ent_i[e]
-        visited[v] = g
-        nc = _max_push(cs, ci, nc, ent_s[e], v)
-        if not deleted[v]:
-            nr = heap_push(res_s, res_i, nr, ent_s[e], v)
-    while nc > 0:
-        sc = cs[0]
-        c = ci[0]
-        if nr >= ef and sc < res_s[0]:
-            break
-        nc = _max_pop(cs, ci, nc)
-        n_new = 0
-        for t in range(degs[c]):
-            u = links[c, t]
-            if visited[u] != g:
-                visited[u] = g
-                nb[n_new] = u
-                n_new += 1
-                _prefetch_row(codes, u)
-        for t in range(n_new):
-            u = nb[t]
-            su = _score_lut(lut, base, lists, codes, hsq, use_sqnorm, u)
-            if nr < ef or su > res_s[0]:
-                if nc == cs.shape[0]:
-                    cs = _grown(cs, nc)
-                    ci = _grown(ci, nc)
-                nc = _max_push(cs, ci, nc, su, u)
-                if not deleted[u]:
-                    nr = heap_push(res_s, res_i, nr, su, u)
-    return nr
-
-
 # -- search -----------------------------------------------------------------
 @njit(nogil=True, cache=True, fastmath=True, boundscheck=False)
 def graph_search(pb, base, lists, codes, hsq, use_sqnorm, links0, deg0, up, updeg, up_row, state, deleted,
                  ef, visited, gen, out_scores, out_slots):
     """Top-k slots of m queries by estimated score, through the graph.
 
-    pb: (m, d) float32 queries times b; base: (m, nlist) float32 ``<q, off_l>``;
+    pb: (m, d) float32 queries times b, or (m, M, K) their lookup tables
+    (product codes); base: (m, nlist) float32 ``<q, off_l>``;
     lists (cap,) int32 each slot's offset row; codes (cap, d) uint8 or float32;
     hsq (cap,) float32; ef >= k the beam width; visited (cap,) uint32 and gen
     (1,) uint32 the caller's (one per thread); out_scores (m, k) float32,
@@ -320,71 +321,28 @@ def graph_search(pb, base, lists, codes, hsq, use_sqnorm, links0, deg0, up, upde
     return counts
 
 
-@njit(nogil=True, cache=True, fastmath=True, boundscheck=False)
-def _greedy_lut(lut, base, lists, codes, hsq, use_sqnorm, up, updeg, up_row, level, v, sv):
-    links = up[level - 1]
-    degs = updeg[level - 1]
-    changed = True
-    while changed:
-        changed = False
-        r = up_row[v]
-        for t in range(degs[r]):
-            u = links[r, t]
-            su = _score_lut(lut, base, lists, codes, hsq, use_sqnorm, u)
-            if su > sv:
-                sv = su
-                v = u
-                changed = True
-    return v, sv
-
-
-@njit(nogil=True, cache=True, fastmath=True, boundscheck=False)
-def graph_search_lut(lut, base, lists, codes, hsq, use_sqnorm, links0, deg0, up, updeg, up_row,
-                     state, deleted, ef, visited, gen, out_scores, out_slots):
-    """``graph_search`` scoring product codes (cap, M) uint8 by lookup tables
-    lut (m, M, K) float32 plus base (m, nlist)."""
-    m = lut.shape[0]
-    k = out_scores.shape[1]
-    ef = max(ef, k)
-    counts = np.zeros(m, np.int64)
-    entry = state[0]
-    if entry < 0:
-        return counts
-    res_s = np.empty(ef, np.float32)
-    res_i = np.empty(ef, np.int64)
-    ent_s = np.empty(1, np.float32)
-    ent_i = np.empty(1, np.int32)
-    for qi in range(m):
-        table = lut[qi]
-        bq = base[qi]
-        v = entry
-        sv = _score_lut(table, bq, lists, codes, hsq, use_sqnorm, v)
-        for level in range(state[1], 0, -1):
-            v, sv = _greedy_lut(table, bq, lists, codes, hsq, use_sqnorm, up, updeg, up_row, level, v, sv)
-        g = _next_gen(visited, gen)
-        ent_s[0] = sv
-        ent_i[0] = v
-        nr = _layer_search_lut(table, bq, lists, codes, hsq, use_sqnorm, links0, deg0, ent_s, ent_i, 1, ef,
-                               visited, g, deleted, res_s, res_i)
-        heap_sorted(res_s, res_i, nr)
-        c = min(k, nr)
-        for t in range(c):
-            out_scores[qi, t] = res_s[t]
-            out_slots[qi, t] = res_i[t]
-        counts[qi] = c
-    return counts
-
-
 # -- build ------------------------------------------------------------------
 @njit(nogil=True, cache=True, fastmath=True, boundscheck=False)
 def _decode(codes, off, lists, b, v, out):
-    """out = off[list of v] + b * codes[v], and returns <out, out> / 2."""
+    """out (d,) = node v's vector through the view, and returns <out, out> / 2."""
     o = off[max(lists[v], 0)]
     h = np.float32(0.0)
-    for j in range(b.shape[0]):
-        x = o[j] + b[j] * np.float32(codes[v, j])
-        out[j] = x
-        h += x * x
+    if b.ndim == 1:
+        for j in range(b.shape[0]):
+            x = o[j] + b[j] * np.float32(codes[v, j])
+            out[j] = x
+            h += x * x
+    else:
+        d = out.shape[0]
+        dsub = b.shape[2]
+        for j in range(b.shape[0]):
+            cw = b[j, codes[v, j]]
+            for t in range(dsub):
+                i = j * dsub + t
+                if i < d:
+                    x = o[i] + cw[t]
+                    out[i] = x
+                    h += x * x
     return np.float32(0.5) * h
 
 
@@ -393,8 +351,20 @@ def _pair(pe, off, lists, codes, b, hsq, use_sqnorm, r):
     """Score of stored node r against a decoded vector pe: <pe, x_r> [- hsq[r]]."""
     o = off[max(lists[r], 0)]
     acc = np.float32(0.0)
-    for j in range(b.shape[0]):
-        acc += pe[j] * (o[j] + b[j] * np.float32(codes[r, j]))
+    if b.ndim == 1:
+        for j in range(b.shape[0]):
+            acc += pe[j] * (o[j] + b[j] * np.float32(codes[r, j]))
+    else:
+        d = pe.shape[0]
+        dsub = b.shape[2]
+        for i in range(d):
+            acc += pe[i] * o[i]
+        for j in range(b.shape[0]):
+            cw = b[j, codes[r, j]]
+            for t in range(dsub):
+                i = j * dsub + t
+                if i < d:
+                    acc += pe[i] * cw[t]
     if use_sqnorm:
         acc -= hsq[r]
     return acc
@@ -481,7 +451,7 @@ def graph_insert(nodes, X, base_new, hsq_new, levels, codes, off, lists, b, hsq,
     d = X.shape[1]
     M0 = links0.shape[1]
     M = up.shape[2]
-    pb = np.empty(d, np.float32)
+    pb = _prepared_buffer(d, b)
     pe = np.empty(d, np.float32)
     res_s = np.empty(ef_construct, np.float32)
     res_i = np.empty(ef_construct, np.int64)
@@ -496,8 +466,7 @@ def graph_insert(nodes, X, base_new, hsq_new, levels, codes, off, lists, b, hsq,
         L = levels[v]
         deleted[v] = False
         bq = base_new[t]
-        for j in range(d):
-            pb[j] = X[t, j] * b[j]
+        _prepare(X[t], b, pb)
         entry = state[0]
         if entry < 0 or entry == v and state[1] == 0 and deg0[v] == 0:
             state[0] = v
