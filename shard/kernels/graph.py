@@ -120,12 +120,12 @@ def _prepare(x, b, out):
         d = x.shape[0]
         dsub = b.shape[2]
         for j in range(b.shape[0]):
+            i0 = j * dsub
+            w = min(dsub, d - i0)  # the last subspace may hold padding
             for k in range(b.shape[1]):
                 acc = np.float32(0.0)
-                for t in range(dsub):
-                    i = j * dsub + t
-                    if i < d:
-                        acc += x[i] * b[j, k, t]
+                for t in range(w):
+                    acc += x[i0 + t] * b[j, k, t]
                 out[j, k] = acc
 
 
@@ -335,14 +335,13 @@ def _decode(codes, off, lists, b, v, out):
     else:
         d = out.shape[0]
         dsub = b.shape[2]
-        for j in range(b.shape[0]):
-            cw = b[j, codes[v, j]]
-            for t in range(dsub):
-                i = j * dsub + t
-                if i < d:
-                    x = o[i] + cw[t]
-                    out[i] = x
-                    h += x * x
+        for j in range(b.shape[0]):  # index b whole: a view per subspace costs refcounting
+            c = codes[v, j]
+            i0 = j * dsub
+            for t in range(min(dsub, d - i0)):  # the last subspace may hold padding
+                x = o[i0 + t] + b[j, c, t]
+                out[i0 + t] = x
+                h += x * x
     return np.float32(0.5) * h
 
 
@@ -360,21 +359,32 @@ def _pair(pe, off, lists, codes, b, hsq, use_sqnorm, r):
         for i in range(d):
             acc += pe[i] * o[i]
         for j in range(b.shape[0]):
-            cw = b[j, codes[r, j]]
-            for t in range(dsub):
-                i = j * dsub + t
-                if i < d:
-                    acc += pe[i] * cw[t]
+            c = codes[r, j]
+            i0 = j * dsub
+            for t in range(min(dsub, d - i0)):
+                acc += pe[i0 + t] * b[j, c, t]
     if use_sqnorm:
         acc -= hsq[r]
     return acc
 
 
+@njit(nogil=True, cache=True, fastmath=True, boundscheck=False, inline="always")
+def _dot(a, c):
+    acc = np.float32(0.0)
+    for j in range(a.shape[0]):
+        acc += a[j] * c[j]
+    return acc
+
+
 @njit(nogil=True, cache=True, fastmath=True, boundscheck=False)
-def _select(cand_s, cand_i, n, width, codes, off, lists, b, hsq, use_sqnorm, hsq_p, pe, out):
+def _select(cand_s, cand_i, n, width, codes, off, lists, b, hsq, use_sqnorm, hsq_p, kv, out):
     """HNSW's neighbour heuristic (Malkov & Yashunin, alg. 4): walk candidates
     best first (cand_s: scores against the base point, sorted), keep one unless
-    a kept node is closer to it than the base is. Returns the count."""
+    a kept node is closer to it than the base is. Returns the count.
+
+    kv (>= width, d) float32 scratch: row r holds kept node r decoded, so each
+    comparison is one dot product (decoding a node through the product view
+    costs ~10x that)."""
     kept = 0
     for t in range(n):
         if kept >= width:
@@ -382,16 +392,16 @@ def _select(cand_s, cand_i, n, width, codes, off, lists, b, hsq, use_sqnorm, hsq
         e = cand_i[t]
         # symmetric similarity: -0.5 ||e - p||^2 (euclid) or <e, p>
         s_ep = cand_s[t] - hsq_p if use_sqnorm else cand_s[t]
+        pe = kv[kept]
+        he = _decode(codes, off, lists, b, e, pe)
         good = True
-        if kept:
-            he = _decode(codes, off, lists, b, e, pe)
-            for r in range(kept):
-                s_er = _pair(pe, off, lists, codes, b, hsq, use_sqnorm, out[r])
-                if use_sqnorm:
-                    s_er -= he
-                if s_er > s_ep:
-                    good = False
-                    break
+        for r in range(kept):
+            s_er = _dot(pe, kv[r])
+            if use_sqnorm:
+                s_er -= hsq[out[r]] + he
+            if s_er > s_ep:
+                good = False
+                break
         if good:
             out[kept] = e
             kept += 1
@@ -408,7 +418,7 @@ def _sort_desc(s, i, n):
 
 
 @njit(nogil=True, cache=True, fastmath=True, boundscheck=False)
-def _link_back(e, v, codes, off, lists, b, hsq, use_sqnorm, links, degs, rows, width, tmp_s, tmp_i, pe, sel):
+def _link_back(e, v, codes, off, lists, b, hsq, use_sqnorm, links, degs, rows, width, tmp_s, tmp_i, pe, kv, sel):
     """Add v to e's links on one level, pruning by the heuristic when full."""
     r = e if rows is None else rows[e]
     dg = degs[r]
@@ -428,7 +438,7 @@ def _link_back(e, v, codes, off, lists, b, hsq, use_sqnorm, links, degs, rows, w
     tmp_s[dg] = _pair(pe, off, lists, codes, b, hsq, use_sqnorm, v)
     tmp_i[dg] = v
     _sort_desc(tmp_s, tmp_i, dg + 1)
-    kept = _select(tmp_s, tmp_i, dg + 1, width, codes, off, lists, b, hsq, use_sqnorm, he, pe, sel)
+    kept = _select(tmp_s, tmp_i, dg + 1, width, codes, off, lists, b, hsq, use_sqnorm, he, kv, sel)
     for t in range(kept):
         links[r, t] = sel[t]
     for t in range(kept, dg):
@@ -453,6 +463,7 @@ def graph_insert(nodes, X, base_new, hsq_new, levels, codes, off, lists, b, hsq,
     M = up.shape[2]
     pb = _prepared_buffer(d, b)
     pe = np.empty(d, np.float32)
+    kv = np.empty((M0 + 1, d), np.float32)
     res_s = np.empty(ef_construct, np.float32)
     res_i = np.empty(ef_construct, np.int64)
     ent_s = np.empty(ef_construct, np.float32)
@@ -501,14 +512,14 @@ def graph_insert(nodes, X, base_new, hsq_new, levels, codes, off, lists, b, hsq,
                 n_ent = 1
                 continue
             width = M0 if lc == 0 else M
-            kept = _select(ent_s, ent_i, n_ent, width, codes, off, lists, b, hsq, use_sqnorm, hsq_new[t], pe, sel)
+            kept = _select(ent_s, ent_i, n_ent, width, codes, off, lists, b, hsq, use_sqnorm, hsq_new[t], kv, sel)
             if lc == 0:
                 for e in range(kept):
                     links0[v, e] = sel[e]
                 deg0[v] = kept
                 for e in range(kept):
                     _link_back(sel[e], v, codes, off, lists, b, hsq, use_sqnorm, links0, deg0, None, M0,
-                               tmp_s, tmp_i, pe, sel2)
+                               tmp_s, tmp_i, pe, kv, sel2)
             else:
                 r = up_row[v]
                 for e in range(kept):
@@ -516,7 +527,7 @@ def graph_insert(nodes, X, base_new, hsq_new, levels, codes, off, lists, b, hsq,
                 updeg[lc - 1, r] = kept
                 for e in range(kept):
                     _link_back(sel[e], v, codes, off, lists, b, hsq, use_sqnorm, up[lc - 1], updeg[lc - 1],
-                               up_row, M, tmp_s, tmp_i, pe, sel2)
+                               up_row, M, tmp_s, tmp_i, pe, kv, sel2)
         if L > top:
             state[0] = v
             state[1] = L
