@@ -357,7 +357,8 @@ def _uint(help_: str):
 @click.option("--scan-factor", **_uint("Without nprobe: probe lists until they hold scan_factor * limit * "
                                        "oversampling points."))
 @click.option("--hnsw", is_flag=True, default=False,
-              help="Search an HNSW graph over the codes instead of the inverted lists (scalar quantization).")
+              help="Search an HNSW graph over the codes instead of the inverted lists "
+                   "(scalar or product quantization).")
 @click.option("--hnsw-m", **_uint("hnsw: links per node (2m on the bottom level)."))
 @click.option("--hnsw-ef-construct", **_uint("hnsw: beam width while inserting."))
 @click.option("--hnsw-ef", **_uint("hnsw: default beam width of a search."))

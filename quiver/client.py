@@ -260,8 +260,8 @@ class Client:
                           hnsw: HnswConfig | dict | bool | None = None) -> CollectionInfo:
         """Create a collection. quantization: a QuantizationConfig, its fields as a dict, or
         just the kind ("none", "scalar", "binary", "product"). shard_number 0 = one per node.
-        hnsw: search an HNSW graph over the (scalar) codes: True for the defaults, or an
-        HnswConfig or its fields as a dict."""
+        hnsw: search an HNSW graph over the (scalar or product) codes: True for the defaults,
+        or an HnswConfig or its fields as a dict."""
         index = index if isinstance(index, IndexConfig) else IndexConfig(**(index or {}))
         if hnsw is True or isinstance(hnsw, dict):
             hnsw = HnswConfig(**({} if hnsw is True else hnsw))

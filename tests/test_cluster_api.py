@@ -437,14 +437,16 @@ def test_health_reflection_and_metrics(coordinator, shard_nodes, pts, client, da
     assert 'quiver_request_seconds_bucket{le="0.001",method="Search",role="coordinator"}' in coord_text
 
 
-def test_an_hnsw_collection_through_the_cluster(client):
-    """The graph index is a create option end to end: it round-trips in the collection's info,
-    searches find exact neighbours after rescoring, and hnsw_ef is its beam width."""
+@pytest.mark.parametrize("quantization", ["scalar", {"kind": "product", "compression": "x4"}])
+def test_an_hnsw_collection_through_the_cluster(client, quantization):
+    """The graph index is a create option end to end, over int8 or product codes: it
+    round-trips in the collection's info, searches find exact neighbours after rescoring,
+    and hnsw_ef is its beam width."""
     from shard.errors import InvalidArgument
 
     rng = np.random.default_rng(11)
     x = rng.standard_normal((3000, 24)).astype(np.float32)
-    info = client.create_collection("graph", 24, "cosine", quantization="scalar", shard_number=2,
+    info = client.create_collection("graph", 24, "cosine", quantization=quantization, shard_number=2,
                                     index={"full_scan_threshold": 500}, hnsw={"m": 8, "ef": 64})
     try:
         assert info.config.hnsw is not None and info.config.hnsw.m == 8 and info.config.hnsw.ef == 64
