@@ -46,9 +46,10 @@ CONFIGS = [
     ("binary2", None, "2-bit, 4-bit query", QuantizationConfig(kind="binary", encoding="two_bits")),
     *[("product", c, f"pq {c}", QuantizationConfig(kind="product", compression=c))
       for c in ("x4", "x8", "x16", "x32", "x64")],
-    # the graph over product codes, searched at two beam widths (a search's effort)
-    ("product", "x16", "pq x16, hnsw m16 efc100", QuantizationConfig(kind="product", compression="x16"), HNSW,
-     (128, 192)),
+    # the graph over product codes, built with a wider beam (it links nodes by their codes'
+    # distances, where Qdrant's links originals), searched at two beam widths (a search's effort)
+    ("product", "x16", "pq x16, hnsw m16 efc160", QuantizationConfig(kind="product", compression="x16"),
+     HnswConfig(m=16, ef_construct=160, ef=128), (128, 160)),
 ]
 
 
