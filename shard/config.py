@@ -107,10 +107,12 @@ class HnswConfig:
     """Optional HNSW graph over the codes, replacing the IVF probe as the
     candidate step (the IVF centroids stay: they centre the residual codes).
 
-    Engine-only for now (not in the gRPC IndexConfig), and int8 scalar codes
-    only: the graph scores a node through the affine view of its code.
+    Over int8 scalar or product codes (``HNSW_KINDS``): the graph scores a node
+    through its code's view (see shard/kernels/graph.py).
     m: links per node on the upper levels (2m on level 0);
-    ef_construct: beam width while inserting;
+    ef_construct: beam width while inserting (Qdrant's default 100; on docs384
+        160 bought ~0.002 recall at a search's beam 128, or the same recall at
+        beam 96-112, for ~25 % slower builds);
     ef: default beam width of a search (``effort`` overrides per query; the
         beam is never narrower than the candidates wanted);
     rebuild_deleted: the graph is rebuilt from the codes when deleted nodes
