@@ -280,7 +280,7 @@ class ShardEngine:
                 codes.upsert(ids, lists, code, factors, hsq)
                 if self.config.hnsw is not None:
                     # the graph mutates in place: searches wait (~0.3 ms a point)
-                    off, b = hnsw.code_view(index.centroids, index.quantizer)
+                    off, b = index.quantizer.graph_view(index.centroids)
                     hnsw.link(codes, codes.slots_of(ids), x, hsq, off, b, self.use_sqnorm)
                 self._index, self._codes = index, codes
             ic = self.config.index
@@ -323,7 +323,7 @@ class ShardEngine:
     def _rebuild_graph(self, index: _Index, codes) -> None:
         """A fresh graph over the live codes, built beside the old one (which
         searches keep using), then swapped in. Runs under the write lock."""
-        off, b = hnsw.code_view(index.centroids, index.quantizer)
+        off, b = index.quantizer.graph_view(index.centroids)
         graph = hnsw.rebuild(codes, off, b, self.use_sqnorm)
         with self._rw.exclusive():
             codes.graph = graph
@@ -387,8 +387,7 @@ class ShardEngine:
 
         # the quantizers' encoders are numpy and numba, which release the GIL
         parts = map_row_blocks(encode, len(x), ENCODE_BLOCK)
-        code = np.concatenate([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
-        factors = np.concatenate([p[1] for p in parts]) if len(parts) > 1 else parts[0][1]
+        code, factors = parts[0] if len(parts) == 1 else (np.concatenate(a) for a in zip(*parts))
         return lists, code, factors, hsq
 
     def _index_meta(self, index: _Index) -> dict[str, bytes]:
@@ -461,7 +460,7 @@ class ShardEngine:
             if old.graph.deleted_fraction(old.n) <= hc.rebuild_deleted:
                 codes.graph = hnsw.carry_over(old, codes)  # the points did not move: keep their links
             else:
-                off, b = hnsw.code_view(index.centroids, index.quantizer)
+                off, b = index.quantizer.graph_view(index.centroids)
                 codes.graph = hnsw.rebuild(codes, off, b, self.use_sqnorm)
         with self._rw.exclusive():
             self._index, self._codes = index, codes

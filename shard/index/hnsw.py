@@ -2,11 +2,11 @@
 to the kernels in ``shard.kernels.graph``.
 
 The graph links slots (rows of the code arrays). It never reads originals: a
-node is scored through a view of its code (``code_view``): int8 scalar codes
-of residuals, ``x = off[list] + b * codes[slot]`` (off = centroids + lo, b =
-step; or float32 rows with off = 0, b = 1), or product codes of residuals,
-``x = centroids[list] + concat_j codebooks[j, codes[slot, j]]``; so inserts
-and rebuilds need only what is in RAM.
+node is scored through a view of its code (the quantizer's ``graph_view``):
+int8 scalar codes of residuals, ``x = off[list] + b * codes[slot]`` (off =
+centroids + lo, b = step; or float32 rows with off = 0, b = 1), or product
+codes of residuals, ``x = centroids[list] + concat_j codebooks[j, codes[slot,
+j]]``; so inserts and rebuilds need only what is in RAM.
 Deleted slots stay linked (they keep the graph navigable) and are never
 returned; ``deleted_fraction`` tells the owner when a rebuild pays.
 
@@ -203,17 +203,6 @@ class GraphCodeStore(CodeStore):
 
     def ram_bytes(self) -> int:
         return super().ram_bytes() + self.graph.ram_bytes()
-
-
-def code_view(centroids: np.ndarray, quantizer) -> tuple[np.ndarray, np.ndarray]:
-    """(off (nlist, d), b) through which the graph reads a code of a residual to
-    list l (see shard/kernels/graph.py): scalar int8, ``off[l] + b * code`` with
-    b (d,) the steps; product, ``off[l] + concat_j b[j, code[j]]`` with b the
-    (M, K, dsub) codebooks."""
-    if hasattr(quantizer, "codebooks"):
-        return np.ascontiguousarray(centroids, np.float32), np.ascontiguousarray(quantizer.codebooks, np.float32)
-    return (np.ascontiguousarray(centroids + quantizer.lo[None, :], np.float32),
-            np.ascontiguousarray(quantizer.step, np.float32))
 
 
 def decode(codes: GraphCodeStore, slots: np.ndarray, off: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -45,6 +45,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
+from shard.kernels.product import product_lut
 from shard.kernels.topk import heap_push, heap_sorted
 
 
@@ -117,16 +118,7 @@ def _prepare(x, b, out):
         for j in range(x.shape[0]):
             out[j] = x[j] * b[j]
     else:
-        d = x.shape[0]
-        dsub = b.shape[2]
-        for j in range(b.shape[0]):
-            i0 = j * dsub
-            w = min(dsub, d - i0)  # the last subspace may hold padding
-            for k in range(b.shape[1]):
-                acc = np.float32(0.0)
-                for t in range(w):
-                    acc += x[i0 + t] * b[j, k, t]
-                out[j, k] = acc
+        product_lut(x, b, out)
 
 
 @njit(nogil=True, cache=True)

@@ -11,23 +11,35 @@ from shard.kernels.topk import heap_push, heap_sorted
 
 
 @njit(nogil=True, cache=True, fastmath=True, boundscheck=False)
+def product_lut(x, codebooks, out):
+    """out (M, K) = the lookup table of one vector x: ``out[j, k] = <x_j, codebooks[j, k]>``.
+
+    x: (d,) float32, d <= M * dsub (dimensions past d count as the zero padding
+    the codebooks were trained with); codebooks: (M, K, dsub) float32.
+    """
+    M, K, dsub = codebooks.shape
+    d = x.shape[0]
+    for sm in range(M):
+        off = sm * dsub
+        w = min(dsub, d - off)
+        for c in range(K):
+            acc = np.float32(0.0)
+            for j in range(w):
+                acc += x[off + j] * codebooks[sm, c, j]
+            out[sm, c] = acc
+
+
+@njit(nogil=True, cache=True, fastmath=True, boundscheck=False)
 def product_luts(qpad, codebooks):
     """Lookup tables for m queries.
 
     qpad: (m, M * dsub) float32, queries zero-padded to the subspaces;
     codebooks: (M, K, dsub) float32. Returns (m, M, K) float32.
     """
-    m = qpad.shape[0]
-    M, K, dsub = codebooks.shape
-    lut = np.empty((m, M, K), np.float32)
-    for qi in range(m):
-        for sm in range(M):
-            off = sm * dsub
-            for c in range(K):
-                acc = np.float32(0.0)
-                for j in range(dsub):
-                    acc += qpad[qi, off + j] * codebooks[sm, c, j]
-                lut[qi, sm, c] = acc
+    M, K, _ = codebooks.shape
+    lut = np.empty((qpad.shape[0], M, K), np.float32)
+    for qi in range(qpad.shape[0]):
+        product_lut(qpad[qi], codebooks, lut[qi])
     return lut
 
 

@@ -29,6 +29,9 @@ class Quantizer(Protocol):
     #: engine skips computing a sample's residuals)
     fit_sample: int
 
+    # Quantizers whose codes an HNSW graph can walk (config.HNSW_KINDS) also have
+    # ``graph_view(centroids) -> (off, b)``: see shard/kernels/graph.py.
+
     def fit(self, residuals: np.ndarray) -> None:
         """Learn parameters from a sample of residuals (n, d) float32."""
 

@@ -77,6 +77,11 @@ class ProductQuantizer:
         recon = recon.reshape(len(codes), -1)[:, : self.dim]
         return queries @ (centroids[lists] + recon).T
 
+    def graph_view(self, centroids):
+        """(off, b) through which the HNSW kernels read a code of list l as
+        ``off[l] + concat_j b[j, code[j]]``: the centroids and the codebooks."""
+        return np.ascontiguousarray(centroids, np.float32), self.codebooks
+
     def state(self):
         return {"codebooks": self.codebooks}
 

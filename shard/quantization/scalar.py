@@ -60,6 +60,12 @@ class ScalarQuantizer:
         recon = self.lo + self.step * codes.astype(np.float32)
         return queries @ (centroids[lists] + recon).T
 
+    def graph_view(self, centroids):
+        """(off, b) through which the HNSW kernels read a code of list l as
+        ``off[l] + b * code`` (see shard/kernels/graph.py)."""
+        return (np.ascontiguousarray(centroids + self.lo[None, :], np.float32),
+                np.ascontiguousarray(self.step, np.float32))
+
     def state(self):
         return {"lo": self.lo, "step": self.step}
 
