@@ -83,7 +83,8 @@ def test_prefetch_row_compiles_and_leaves_the_array_alone(dtype):
 
 
 def pq_setup(n, d, nlist, M, K, seed):
-    """Product codes of residuals: codebooks (M, K, dsub) over d padded to M * dsub."""
+    """Product codes of residuals: codebooks (M, K, dsub) over d padded to M * dsub
+    (the graph's view takes them transposed, (M, dsub, K))."""
     rng = np.random.default_rng(seed)
     dsub = -(-d // M)
     books = (0.3 * rng.standard_normal((M, K, dsub))).astype(np.float32)
@@ -104,12 +105,13 @@ def test_graph_over_product_codes_matches_numpy_reference(use_sqnorm):
     off, books, lists, codes = pq_setup(n, d, nlist, M, K, 3)
     store = hnsw.GraphCodeStore(M, np.uint8, 0, nlist)
     store.codes, store.list_of_slot = codes, lists  # the view reads only these
-    X = hnsw.decode(store, np.arange(n), off, books)
+    books_t = np.ascontiguousarray(books.transpose(0, 2, 1))
+    X = hnsw.decode(store, np.arange(n), off, books_t)
     recon = off[lists] + books[np.arange(M)[None, :], codes].reshape(n, -1)[:, :d]
     np.testing.assert_allclose(X, recon, rtol=1e-6, atol=1e-6)
     hsq = (0.5 * (X * X).sum(1)).astype(np.float32)
     g = HnswGraph(6, 40)
-    g.insert(np.arange(n), X, hsq, codes, off, lists, books, hsq, use_sqnorm)
+    g.insert(np.arange(n), X, hsq, codes, off, lists, books_t, hsq, use_sqnorm)
     Q = rng.standard_normal((3, d)).astype(np.float32)
     pad = np.zeros((3, M * books.shape[2]), np.float32)
     pad[:, :d] = Q

@@ -6,7 +6,8 @@ node is scored through a view of its code (the quantizer's ``graph_view``):
 int8 scalar codes of residuals, ``x = off[list] + b * codes[slot]`` (off =
 centroids + lo, b = step; or float32 rows with off = 0, b = 1), or product
 codes of residuals, ``x = centroids[list] + concat_j codebooks[j, codes[slot,
-j]]``; so inserts and rebuilds need only what is in RAM.
+j]]`` (the view holds the codebooks transposed); so inserts and rebuilds need
+only what is in RAM.
 Deleted slots stay linked (they keep the graph navigable) and are never
 returned; ``deleted_fraction`` tells the owner when a rebuild pays.
 
@@ -211,7 +212,7 @@ def decode(codes: GraphCodeStore, slots: np.ndarray, off: np.ndarray, b: np.ndar
     if b.ndim == 1:
         rest = b[None, :] * c.astype(np.float32)
     else:
-        rest = b[np.arange(b.shape[0])[None, :], c.astype(np.int64)].reshape(len(slots), -1)[:, : off.shape[1]]
+        rest = b[np.arange(b.shape[0])[None, :], :, c.astype(np.int64)].reshape(len(slots), -1)[:, : off.shape[1]]
     return np.ascontiguousarray(off[codes.list_of_slot[slots]] + rest, np.float32)
 
 

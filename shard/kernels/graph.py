@@ -17,10 +17,10 @@ compiles only the branch a call's array types take):
   residuals ``off = centroids + lo``, ``b = step``, and ``<p, off[l]>`` is
   exactly the engine's ``<c_l, q> + <q, lo>``. The same source compiles for
   float32 rows (off = 0, b = 1: the originals).
-* product, ``b`` (M, K, dsub) codebooks: ``x_v = off[l_v] + concat_j
-  b[j, codes[v, j]]`` (cut to d), so ``score(p, v) = <p, off[l_v]> +
+* product, ``b`` (M, dsub, K) codebooks, transposed: ``x_v = off[l_v] +
+  concat_j b[j, :, codes[v, j]]`` (cut to d), so ``score(p, v) = <p, off[l_v]> +
   sum_j lut[j, codes[v, j]]`` with the point prepared as its lookup table
-  ``lut[j, k] = <p_j, b[j, k]>`` (M, K).
+  ``lut[j, k] = <p_j, b[j, :, k]>`` (M, K).
 
 In both, ``base = off @ p`` (nlist,) is per point and ``hsq[v]`` is
 subtracted for euclid. A search's ``base`` comes from ``layout.list_base``
@@ -125,7 +125,7 @@ def _prepare(x, b, out):
 def _prepared_buffer(d, b):
     if b.ndim == 1:
         return np.empty(d, np.float32)
-    return np.empty((b.shape[0], b.shape[1]), np.float32)
+    return np.empty((b.shape[0], b.shape[2]), np.float32)
 
 
 # -- a max-heap over parallel arrays (candidates to expand, best on top) -----
@@ -326,12 +326,12 @@ def _decode(codes, off, lists, b, v, out):
             h += x * x
     else:
         d = out.shape[0]
-        dsub = b.shape[2]
+        dsub = b.shape[1]
         for j in range(b.shape[0]):  # index b whole: a view per subspace costs refcounting
             c = codes[v, j]
             i0 = j * dsub
             for t in range(min(dsub, d - i0)):  # the last subspace may hold padding
-                x = o[i0 + t] + b[j, c, t]
+                x = o[i0 + t] + b[j, t, c]
                 out[i0 + t] = x
                 h += x * x
     return np.float32(0.5) * h
@@ -347,14 +347,14 @@ def _pair(pe, off, lists, codes, b, hsq, use_sqnorm, r):
             acc += pe[j] * (o[j] + b[j] * np.float32(codes[r, j]))
     else:
         d = pe.shape[0]
-        dsub = b.shape[2]
+        dsub = b.shape[1]
         for i in range(d):
             acc += pe[i] * o[i]
         for j in range(b.shape[0]):
             c = codes[r, j]
             i0 = j * dsub
             for t in range(min(dsub, d - i0)):
-                acc += pe[i0 + t] * b[j, c, t]
+                acc += pe[i0 + t] * b[j, t, c]
     if use_sqnorm:
         acc -= hsq[r]
     return acc

@@ -35,6 +35,7 @@ class ProductQuantizer:
         self.code_bytes = self.M
         self.seed = seed
         self.codebooks: np.ndarray | None = None  # (M, K, dsub) float32
+        self.books_t: np.ndarray | None = None  # the same (M, dsub, K): lookup tables and graph view
 
     def _pad(self, x: np.ndarray) -> np.ndarray:
         width = self.M * self.dsub
@@ -57,14 +58,18 @@ class ProductQuantizer:
         for _ in range(TRAIN_ITERATIONS):
             codes = pq_assign(x, cb)
             pq_update(x, codes, cb)
-        self.codebooks = cb
+        self._set_codebooks(cb)
+
+    def _set_codebooks(self, cb: np.ndarray) -> None:
+        self.codebooks = np.ascontiguousarray(cb, np.float32)
+        self.books_t = np.ascontiguousarray(self.codebooks.transpose(0, 2, 1))
 
     def encode(self, residuals, centroids, lists=None):
         codes = pq_assign(self._pad(residuals), self.codebooks)
         return codes, np.zeros((len(codes), 0), np.float32)
 
     def prepare(self, queries):
-        lut = product_luts(self._pad(queries), self.codebooks)
+        lut = product_luts(self._pad(queries), self.books_t)
         return lut, np.zeros(len(queries), np.float32)
 
     def scan(self, prepared, base, probes, offsets, members, codes, factors,
@@ -79,11 +84,12 @@ class ProductQuantizer:
 
     def graph_view(self, centroids):
         """(off, b) through which the HNSW kernels read a code of list l as
-        ``off[l] + concat_j b[j, code[j]]``: the centroids and the codebooks."""
-        return np.ascontiguousarray(centroids, np.float32), self.codebooks
+        ``off[l] + concat_j b[j, :, code[j]]``: the centroids and the codebooks
+        transposed (M, dsub, K), the layout a point's lookup table is built from."""
+        return np.ascontiguousarray(centroids, np.float32), self.books_t
 
     def state(self):
         return {"codebooks": self.codebooks}
 
     def load_state(self, state) -> None:
-        self.codebooks = np.ascontiguousarray(state["codebooks"], np.float32)
+        self._set_codebooks(state["codebooks"])
