@@ -1,7 +1,13 @@
 """Engine benchmark on docs384: Quiver's shard engine beside Qdrant's and FAISS.
 
 One search thread, queries one at a time, every system on the same data in the
-same run. Prints a table and writes JSON lines to
+same run. Every Quiver engine and Qdrant shard is built first and kept open; then
+``--rounds`` rounds (default 3) each time every cell once (after a warm-up), with
+comparable cells (same codes, oversampling, rescore) back to back, and a row's q/s
+is the median of its rounds (``qps_rounds``). Noise on the shared machine lasting
+tens of seconds then hits comparable Quiver and Qdrant cells alike, or one round,
+instead of all of one system's rows. FAISS rows are measured once, after the rounds
+(flat scans, ~5 s a row). Prints a table and writes JSON lines to
 bench/results/engine-docs384.jsonl (one object per row; keys in
 bench.yardsticks.make_row). Run with ``./run bench-engine`` (``--quick`` for a
 short smoke run, ``--no-yardsticks`` for Quiver alone).
@@ -10,7 +16,9 @@ short smoke run, ``--no-yardsticks`` for Quiver alone).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import math
 import os
 import platform
 import shutil
@@ -21,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.datasets import load_docs384
-from bench.yardsticks import fmt_row, make_row, measure
+from bench.yardsticks import Cell, make_row, measure_cells, qdrant_cells, run_faiss
 from shard.config import CollectionConfig, HnswConfig, IndexConfig, QuantizationConfig
 from shard.engine import ShardEngine
 
@@ -77,8 +85,14 @@ def build(path: str, xb: np.ndarray, quant: QuantizationConfig,
     return eng, len(xb) / (time.perf_counter() - t)
 
 
-def quiver_rows(xb, xq, gt, nq, oversamplings, log=print, only: set[str] | None = None) -> list[dict]:
-    rows = []
+def quiver_cells(xb, xq, oversamplings, stack: contextlib.ExitStack, log=print,
+                 only: set[str] | None = None) -> list[Cell]:
+    """Build an engine per config and return its cells, unmeasured (see measure_cells).
+
+    The engines stay open until ``stack`` closes them and deletes their temp dirs, so all
+    the cells can be measured in rounds; each engine's originals stay in its LMDB on disk.
+    """
+    cells = []
     for name, compression, variant, quant, *graph in CONFIGS:
         if only and name not in only:
             continue
@@ -86,38 +100,34 @@ def quiver_rows(xb, xq, gt, nq, oversamplings, log=print, only: set[str] | None 
         efforts = graph[1] if len(graph) > 1 else (None,)  # None: the config's own ef
         index = "" if hnsw else f", ivf {NLIST}, scan 400k"
         tmp = tempfile.mkdtemp(prefix="quiver-bench-")
-        try:
-            eng, rate = build(os.path.join(tmp, "s"), xb, quant, hnsw)
-            st = eng.stats()
-            ram = st["ram_bytes"] / st["points"]
-            log(f"# quiver {name} {variant}: ingest {rate:,.0f} vectors/s, {ram:.1f} RAM bytes/vector")
-            rescores = (False,) if name == "none" else (True, False)
-            ovs = (1.0,) if name == "none" else oversamplings
-            for ef in efforts:
-                for ov in ovs:
-                    for rescore in rescores:
-                        before = eng.stats()["originals_read"]
+        stack.callback(shutil.rmtree, tmp, ignore_errors=True)
+        eng, rate = build(os.path.join(tmp, "s"), xb, quant, hnsw)
+        stack.callback(eng.close)
+        st = eng.stats()
+        ram = st["ram_bytes"] / st["points"]
+        log(f"# quiver {name} {variant}: ingest {rate:,.0f} vectors/s, {ram:.1f} RAM bytes/vector")
+        rescores = (False,) if name == "none" else (True, False)
+        ovs = (1.0,) if name == "none" else oversamplings
+        for ef in efforts:
+            for ov in ovs:
+                for rescore in rescores:
 
-                        def one(i, ov=ov, rescore=rescore, ef=ef):
-                            return eng.search(xq[i], 10, ov, rescore=rescore, effort=ef).ids[:10]
+                    def one(i, eng=eng, ov=ov, rescore=rescore, ef=ef):
+                        return eng.search(xq[i], 10, ov, rescore=rescore, effort=ef).ids[:10]
 
-                        recall, qps = measure(one, gt, nq, 10)
-                        reads = (eng.stats()["originals_read"] - before) / (nq + min(50, nq))
-                        label = f"{variant}{index}" + (f" ef{ef}" if ef else "")
-                        row = make_row("quiver", name, label, compression, ov, rescore, recall, qps, ram, reads)
-                        row["ingest_vectors_per_s"] = rate
-                        rows.append(row)
-                        log(fmt_row(row))
-            eng.close()
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return rows
+                    label = f"{variant}{index}" + (f" ef{ef}" if ef else "")
+                    row = make_row("quiver", name, label, compression, ov, rescore, math.nan, math.nan, ram, None)
+                    row["ingest_vectors_per_s"] = rate
+                    cells.append(Cell(row, one, lambda eng=eng: eng.stats()["originals_read"]))
+    return cells
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--queries", type=int, default=1000)
-    ap.add_argument("--quick", action="store_true", help="200 queries, oversampling 1 and 3")
+    ap.add_argument("--quick", action="store_true", help="200 queries, oversampling 1 and 3, 2 rounds")
+    ap.add_argument("--rounds", type=int, default=None,
+                    help="timed rounds of every Quiver/Qdrant cell; q/s is their median (default 3)")
     ap.add_argument("--no-yardsticks", action="store_true")
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--only", default="", help="comma-separated quantization rows to run (e.g. scalar,binary); "
@@ -126,13 +136,16 @@ def main(argv=None) -> None:
     xb, xq, gt = load_docs384()
     nq = 200 if args.quick else args.queries
     ovs = (1.0, 3.0) if args.quick else (1.0, 2.0, 3.0, 4.0)
+    rounds = args.rounds if args.rounds is not None else 2 if args.quick else 3
     info = machine()
     print(f"# machine: {info}")
-    rows = quiver_rows(xb, xq, gt, nq, ovs, only={s for s in args.only.split(",") if s})
+    with contextlib.ExitStack() as stack:
+        cells = quiver_cells(xb, xq, ovs, stack, only={s for s in args.only.split(",") if s})
+        if not args.no_yardsticks:
+            cells += qdrant_cells(stack, xb, xq, gt, oversamplings=ovs, max_queries=nq)
+        rows = measure_cells(cells, gt, nq, 10, rounds, print)
     if not args.no_yardsticks:
-        from bench import yardsticks
-        rows += yardsticks.run_qdrant_edge(xb, xq, gt, oversamplings=ovs, max_queries=nq)
-        rows += yardsticks.run_faiss(xb, xq, gt, oversamplings=ovs, max_queries=nq)
+        rows += run_faiss(xb, xq, gt, oversamplings=ovs, max_queries=nq)
     write_rows(args.out, rows, machine=info, queries=nq)
 
 

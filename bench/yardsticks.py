@@ -7,7 +7,14 @@ Both runners take the dataset arrays and return benchmark rows (dicts, see ROW_K
 
 Search speed is measured with one search thread, queries issued one at a time, over
 max_queries queries after an untimed warm-up of WARMUP_QUERIES queries; recall@10 is
-computed on the timed run's results.
+computed on the (first) timed run's results.
+
+Qdrant Edge is measured in rounds (measure_cells): its shards are all built first and kept
+open (qdrant_cells), then every cell is timed once per round, comparable cells back to back,
+and a row's qps is the median of its rounds (qps_rounds lists them). The engine benchmark
+puts Quiver's cells in the same rounds, so a burst of machine noise lasting tens of seconds
+hits both systems' comparable cells, or one round of a cell, not all of one system's rows.
+FAISS is measured once per row: its flat scans run ~220 q/s, so rounds would add minutes.
 
 Run `python -m bench.yardsticks [max_queries]` (or `python bench/yardsticks.py`) to measure
 both on docs384 (default 200 queries) and print the rows.
@@ -15,8 +22,10 @@ both on docs384 (default 200 queries) and print the rows.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -137,6 +146,55 @@ def fmt_row(row: dict) -> str:
         f"recall@10={row['recall_at_10']:.3f} qps={row['qps']:8.1f} "
         f"ram/vec={'-' if ram is None else f'{ram:g}'} reads/q={'-' if reads is None else f'{reads:g}'}"
     )
+
+
+@dataclass
+class Cell:
+    """One row to measure: its fixed fields (make_row; recall_at_10 and qps filled in by
+    measure_cells), search_one(i) -> ids for query i, and, where the system counts them,
+    a counter of original vectors read (its delta over the first round gives
+    originals_read_per_query)."""
+
+    row: dict
+    search_one: Callable[[int], Sequence[int]]
+    originals_counter: Callable[[], int] | None = None
+
+
+def cell_order(cell: Cell) -> tuple:
+    """Sort key putting comparable cells (same codes, oversampling, rescore) back to back."""
+    r = cell.row
+    return (r["quantization"], r["compression"] or "", r["oversampling"], r["rescore"], r["system"], r["variant"])
+
+
+def measure_cells(cells: Sequence[Cell], gt: np.ndarray, nq: int, limit: int, rounds: int, log: Log) -> list[dict]:
+    """Time every cell once per round (time_queries, warm-up included) for `rounds` rounds.
+
+    Within a round comparable cells run back to back (cell_order), so noise lasting tens of
+    seconds hits them alike. recall_at_10 (and originals_read_per_query, for cells with a
+    counter) come from the first round; qps is the median over rounds, qps_rounds the list.
+    Returns the cells' rows, in the order given (filled in place).
+    """
+    if rounds < 1:
+        raise ValueError(f"rounds={rounds}: need at least one")
+    order = sorted(cells, key=cell_order)
+    qps: list[list[float]] = [[] for _ in order]
+    for r in range(rounds):
+        start = time.perf_counter()
+        for cell, cell_qps in zip(order, qps):
+            counter = cell.originals_counter if r == 0 else None
+            before = counter() if counter else 0
+            I, round_qps = time_queries(cell.search_one, nq, limit)
+            cell_qps.append(round_qps)
+            if r == 0:
+                cell.row["recall_at_10"] = recall_at_k(I, gt[:nq], k=10)
+            if counter:
+                cell.row["originals_read_per_query"] = (counter() - before) / (nq + min(WARMUP_QUERIES, nq))
+        log(f"round {r + 1}/{rounds}: {len(order)} cells x {nq} queries in {time.perf_counter() - start:.0f}s")
+    for cell, cell_qps in zip(order, qps):
+        cell.row["qps"] = statistics.median(cell_qps)
+        cell.row["qps_rounds"] = cell_qps
+        log(fmt_row(cell.row))
+    return [cell.row for cell in cells]
 
 
 # ---------------------------------------------------------------- Qdrant Edge
@@ -265,46 +323,105 @@ def qdrant_search_fn(qe: Any, shard: Any, queries: list[list[float]], limit: int
     return search_one
 
 
-def qdrant_rows(
-    qe: Any, shard: Any, setup: QdrantSetup, ram: float | None, queries: list[list[float]], gt: np.ndarray,
-    oversamplings: Sequence[float], rescores: Sequence[bool], limit: int, log: Log,
-) -> list[dict]:
-    """Rows for one built shard: oversampling x rescore, or a single row without quantization."""
-    nq = len(queries)
+def qdrant_setup_cells(
+    qe: Any, shard: Any, setup: QdrantSetup, ram: float | None, queries: list[list[float]],
+    oversamplings: Sequence[float], rescores: Sequence[bool], limit: int,
+) -> list[Cell]:
+    """Cells of one built shard: oversampling x rescore, or a single cell without quantization."""
     if setup.make_quantization is None:
         grid: list[tuple[float, bool, Any]] = [(1.0, False, None)]
     else:
         grid = [(float(os_), bool(rs), qe.QuantizationSearchParams(ignore=False, rescore=bool(rs), oversampling=float(os_)))
                 for os_ in oversamplings for rs in rescores]
-    rows = []
+    cells = []
     for oversampling, rescore, quant_params in grid:
-        recall, qps = measure(qdrant_search_fn(qe, shard, queries, limit, quant_params), gt, nq, limit)
         reads = None if setup.make_quantization is None else originals_read(limit, oversampling, rescore)
         row = make_row("qdrant-edge", setup.quantization, setup.variant, setup.compression,
-                       oversampling, rescore, recall, qps, ram, reads)
-        log(fmt_row(row))
-        rows.append(row)
-    return rows
+                       oversampling, rescore, math.nan, math.nan, ram, reads)
+        cells.append(Cell(row, qdrant_search_fn(qe, shard, queries, limit, quant_params)))
+    return cells
 
 
-def run_qdrant_setup(
-    qe: Any, setup: QdrantSetup, xb: np.ndarray, queries: list[list[float]], gt: np.ndarray,
-    oversamplings: Sequence[float], rescores: Sequence[bool], limit: int, log: Log,
-) -> tuple[list[dict], float]:
-    """Build one shard in a temp dir, measure its rows, delete it. Returns (rows, build seconds)."""
+def open_qdrant_setup(
+    qe: Any, stack: contextlib.ExitStack, setup: QdrantSetup, xb: np.ndarray, log: Log,
+) -> tuple[Any, float | None, float]:
+    """Build one shard in a temp dir, left open; stack closes it and deletes the dir.
+
+    Returns (shard, quantized code bytes per vector or None without quantization, build seconds).
+    """
     tmp = Path(tempfile.mkdtemp(prefix="quiver-qdrant-"))
-    try:
-        shard, build_s = build_qdrant_shard(qe, tmp / "shard", xb, setup, log)
-        try:
-            ram = quantized_bytes_per_vector(tmp / "shard", xb.shape[0]) if setup.make_quantization else None
-            if setup.make_quantization and ram is None:
-                ram = setup.nominal_code_bytes
-            rows = qdrant_rows(qe, shard, setup, ram, queries, gt, oversamplings, rescores, limit, log)
-        finally:
-            shard.close()
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return rows, build_s
+    stack.callback(shutil.rmtree, tmp, ignore_errors=True)
+    shard, build_s = build_qdrant_shard(qe, tmp / "shard", xb, setup, log)
+    stack.callback(shard.close)
+    ram = quantized_bytes_per_vector(tmp / "shard", xb.shape[0]) if setup.make_quantization else None
+    if setup.make_quantization and ram is None:
+        ram = setup.nominal_code_bytes
+    return shard, ram, build_s
+
+
+def qdrant_cells(
+    stack: contextlib.ExitStack,
+    xb: np.ndarray,
+    xq: np.ndarray,
+    gt: np.ndarray,
+    oversamplings: Sequence[float] = (1, 2, 3, 4),
+    rescores: Sequence[bool] = (True, False),
+    limit: int = 10,
+    max_queries: int = 1000,
+    log: Log = print,
+    pq_compressions: Sequence[str] = PQ_COMPRESSIONS,
+    pq_build_budget_s: float = PQ_BUILD_BUDGET_S,
+) -> list[Cell]:
+    """Build Qdrant Edge (qdrant-edge-py) shards on xb (n, d) and return their cells, unmeasured.
+
+    Every shard stays open until `stack` closes (it also deletes their temp dirs), so the
+    cells can be measured in interleaved rounds (measure_cells) with gt (nq, >=10) over the
+    first max_queries queries of xq (nq, d).
+
+    One shard per configuration (cosine, HNSW m=16 ef_construct=100, search hnsw_ef=128,
+    originals on disk, quantized codes always in RAM, one search thread): no quantization,
+    scalar int8, binary 1-bit (default and scalar8bits query encodings), 2-bit, 1.5-bit,
+    TurboQuant 1-bit (if available), product quantization. Product compressions are built in
+    the order given (x16 first; x4 not by default, see PQ_COMPRESSIONS); once one build takes
+    longer than pq_build_budget_s seconds the remaining ones are skipped and logged.
+    Without quantization there is one cell (oversampling 1, rescore False). With rescore=False,
+    oversampling > 1 only widens the quantized candidate list, which is then cut to `limit`.
+    ram_bytes_per_vector is the measured size of the in-RAM quantized codes per vector
+    (the quantized.data files of the optimized segments / n); None without quantization.
+    """
+    import qdrant_edge as qe
+
+    check_inputs(xb, xq, gt, limit)
+    nq = min(max_queries, xq.shape[0])
+    queries = xq[:nq].tolist()
+    d = xb.shape[1]
+    log(f"qdrant-edge: n={xb.shape[0]} d={d} queries={nq}; hnsw m={HNSW_M} ef_construct={HNSW_EF_CONSTRUCT} "
+        f"hnsw_ef={HNSW_EF_SEARCH}; originals on disk, codes always_ram; max_search_threads=1")
+    if not hasattr(qe, "TurboQuantQuantizationConfig"):
+        log("qdrant-edge: this qdrant-edge-py has no TurboQuantQuantizationConfig; skipping turboquant bits1")
+
+    cells: list[Cell] = []
+    builds: list[tuple[str, float]] = []
+
+    def add(setup: QdrantSetup) -> float:
+        shard, ram, build_s = open_qdrant_setup(qe, stack, setup, xb, log)
+        cells.extend(qdrant_setup_cells(qe, shard, setup, ram, queries, oversamplings, rescores, limit))
+        builds.append((setup.variant, build_s))
+        return build_s
+
+    for setup in qdrant_setups(qe, d):
+        add(setup)
+    for compression, why in PQ_SKIPPED_BY_DEFAULT.items():
+        if compression not in pq_compressions:
+            log(f"qdrant-edge: skipping product {compression}: {why}; pass pq_compressions to include it")
+    for i, compression in enumerate(pq_compressions):
+        build_s = add(qdrant_product_setup(qe, d, compression))
+        if build_s > pq_build_budget_s and i + 1 < len(pq_compressions):
+            log(f"qdrant-edge: product {compression} build took {build_s:.0f}s > {pq_build_budget_s:.0f}s; "
+                f"skipping product {', '.join(pq_compressions[i + 1:])}")
+            break
+    log("qdrant-edge build times (upsert + optimize): " + ", ".join(f"{v} {s:.1f}s" for v, s in builds))
+    return cells
 
 
 def run_qdrant_edge(
@@ -318,52 +435,15 @@ def run_qdrant_edge(
     log: Log = print,
     pq_compressions: Sequence[str] = PQ_COMPRESSIONS,
     pq_build_budget_s: float = PQ_BUILD_BUDGET_S,
+    rounds: int = 1,
 ) -> list[dict]:
-    """Measure Qdrant Edge (qdrant-edge-py) on xb (n, d), xq (nq, d), gt (nq, >=10).
-
-    One shard per configuration (cosine, HNSW m=16 ef_construct=100, search hnsw_ef=128,
-    originals on disk, quantized codes always in RAM, one search thread): no quantization,
-    scalar int8, binary 1-bit (default and scalar8bits query encodings), 2-bit, 1.5-bit,
-    TurboQuant 1-bit (if available), product quantization. Product compressions are built in
-    the order given (x16 first; x4 not by default, see PQ_COMPRESSIONS); once one build takes
-    longer than pq_build_budget_s seconds the remaining ones are skipped and logged.
-    Without quantization there is one row (oversampling 1, rescore False). With rescore=False,
-    oversampling > 1 only widens the quantized candidate list, which is then cut to `limit`.
-    ram_bytes_per_vector is the measured size of the in-RAM quantized codes per vector
-    (the quantized.data files of the optimized segments / n); None without quantization.
-    Returns a list of rows (see ROW_KEYS).
-    """
-    import qdrant_edge as qe
-
-    check_inputs(xb, xq, gt, limit)
-    nq = min(max_queries, xq.shape[0])
-    queries = xq[:nq].tolist()
-    d = xb.shape[1]
-    log(f"qdrant-edge: n={xb.shape[0]} d={d} queries={nq}; hnsw m={HNSW_M} ef_construct={HNSW_EF_CONSTRUCT} "
-        f"hnsw_ef={HNSW_EF_SEARCH}; originals on disk, codes always_ram; max_search_threads=1")
-    if not hasattr(qe, "TurboQuantQuantizationConfig"):
-        log("qdrant-edge: this qdrant-edge-py has no TurboQuantQuantizationConfig; skipping turboquant bits1")
-
-    rows: list[dict] = []
-    builds: list[tuple[str, float]] = []
-    for setup in qdrant_setups(qe, d):
-        setup_rows, build_s = run_qdrant_setup(qe, setup, xb, queries, gt, oversamplings, rescores, limit, log)
-        rows += setup_rows
-        builds.append((setup.variant, build_s))
-    for compression, why in PQ_SKIPPED_BY_DEFAULT.items():
-        if compression not in pq_compressions:
-            log(f"qdrant-edge: skipping product {compression}: {why}; pass pq_compressions to include it")
-    for i, compression in enumerate(pq_compressions):
-        setup = qdrant_product_setup(qe, d, compression)
-        setup_rows, build_s = run_qdrant_setup(qe, setup, xb, queries, gt, oversamplings, rescores, limit, log)
-        rows += setup_rows
-        builds.append((setup.variant, build_s))
-        if build_s > pq_build_budget_s and i + 1 < len(pq_compressions):
-            log(f"qdrant-edge: product {compression} build took {build_s:.0f}s > {pq_build_budget_s:.0f}s; "
-                f"skipping product {', '.join(pq_compressions[i + 1:])}")
-            break
-    log("qdrant-edge build times (upsert + optimize): " + ", ".join(f"{v} {s:.1f}s" for v, s in builds))
-    return rows
+    """Measure Qdrant Edge alone on xb (n, d), xq (nq, d), gt (nq, >=10): qdrant_cells, then
+    measure_cells over `rounds` rounds; the shards are closed and deleted afterwards.
+    Returns a list of rows (see ROW_KEYS, plus qps_rounds)."""
+    with contextlib.ExitStack() as stack:
+        cells = qdrant_cells(stack, xb, xq, gt, oversamplings, rescores, limit, max_queries, log,
+                             pq_compressions, pq_build_budget_s)
+        return measure_cells(cells, gt, min(max_queries, xq.shape[0]), limit, rounds, log)
 
 
 # ---------------------------------------------------------------- FAISS
@@ -409,7 +489,10 @@ def run_faiss(
     PQ M=96x8: the bare quantized index (oversampling 1, rescore False) and the index wrapped
     in IndexRefineFlat with k_factor = oversampling (rescore True). Flat-scan indexes, no graph.
     ram_bytes_per_vector is the quantized code size (sa_code_size); note IndexRefineFlat also
-    keeps the float32 originals in RAM. Returns a list of rows (see ROW_KEYS).
+    keeps the float32 originals in RAM. Each row is measured once, not in rounds: the flat
+    scans run ~220 q/s on docs384, ~5 s a row at 1000 queries, so rounds would add minutes;
+    qps_rounds holds that one value, as Qdrant's and Quiver's rows list their rounds.
+    Returns a list of rows (see ROW_KEYS, plus qps_rounds).
     """
     import faiss
 
@@ -458,6 +541,8 @@ def run_faiss(
             log(fmt_row(rows[-1]))
         del refined, base
     log("faiss build times: " + ", ".join(f"{v} {s:.1f}s" for v, s in builds))
+    for row in rows:
+        row["qps_rounds"] = [row["qps"]]
     return rows
 
 
