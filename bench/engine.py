@@ -42,7 +42,7 @@ NPROBE = 8
 #: by their codes' distances, Qdrant's by the originals'), each searched at several beam
 #: widths (a search's effort); the report takes the fastest that reaches Qdrant's recall.
 HNSW = HnswConfig(m=16, ef_construct=160, ef=128)
-EFFORTS = (96, 112, 128)
+EFFORTS = (96, 104, 112, 120, 128)
 
 CONFIGS = [
     ("none", None, "ivf exact scoring", QuantizationConfig(kind="none")),
