@@ -14,6 +14,8 @@ import ctypes
 import threading
 from contextlib import contextmanager
 
+import numpy as np
+
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 #: Outside write batches, blocks from this size up are mmap'd (returned to the system
@@ -74,3 +76,33 @@ def batch_allocations():
                 _set_thresholds(MMAP_THRESHOLD, TRIM_THRESHOLD)
         if last:
             release_free_memory()
+
+
+#: bytes in a cache line (x86-64 and arm64 servers)
+CACHE_LINE = 64
+
+
+def aligned_full(shape, fill, dtype, align: int = CACHE_LINE) -> np.ndarray:
+    """``np.full(shape, fill, dtype)`` starting on a cache line.
+
+    numpy's large arrays start 16 bytes into one (malloc's chunk header), so a
+    384-byte code row spans 7 lines instead of 6, a 128-byte link row 3 instead
+    of 2, and a prefetch of a row's lines misses its last one: the HNSW walk,
+    which reads rows at random, measured 5-9 % slower on docs384 (int8 / PQ x16).
+    """
+    dtype = np.dtype(dtype)
+    shape = (int(shape),) if np.isscalar(shape) else tuple(int(s) for s in shape)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    buf = np.empty(nbytes + align, np.uint8)
+    start = -buf.ctypes.data % align
+    out = buf[start:start + nbytes].view(dtype).reshape(shape)
+    out[...] = fill
+    return out
+
+
+def aligned_copy(a: np.ndarray, dtype=None, align: int = CACHE_LINE) -> np.ndarray:
+    """A C-contiguous copy of ``a`` (as ``dtype``) starting on a cache line."""
+    a = np.asarray(a)
+    out = aligned_full(a.shape, 0, a.dtype if dtype is None else dtype, align)
+    out[...] = a
+    return out

@@ -17,6 +17,7 @@ import numpy as np
 
 from shard.kernels.idmap import idmap_get, idmap_pop, idmap_set, new_idmap
 from shard.kernels.layout import build_lists, list_base
+from shard.memory import aligned_full
 
 
 def record_dtype(code_width: int, code_dtype: np.dtype, n_factors: int) -> np.dtype:
@@ -41,10 +42,11 @@ class CodeStore:
         # column-major codes (width, cap) let a kernel score a run of slots with
         # vector instructions across the slots (binary codes: VPOPCNTQ on 8 at once)
         self.column_major = column_major
-        self.codes = np.zeros((code_width, cap) if column_major else (cap, code_width), self.code_dtype)
-        self.factors = np.zeros((cap, n_factors), np.float32)
-        self.half_sqnorm = np.zeros(cap, np.float32)
-        self.list_of_slot = np.full(cap, -1, np.int32)
+        # the arrays a query reads at random start on cache lines (aligned_full)
+        self.codes = aligned_full((code_width, cap) if column_major else (cap, code_width), 0, self.code_dtype)
+        self.factors = aligned_full((cap, n_factors), 0, np.float32)
+        self.half_sqnorm = aligned_full(cap, 0, np.float32)
+        self.list_of_slot = aligned_full(cap, -1, np.int32)
         self.slot_ids = np.zeros(cap, np.uint64)
         self.high = 0  # slots [0, high) have been used
         self.free = np.zeros(0, np.int64)
@@ -83,11 +85,11 @@ class CodeStore:
             a = getattr(self, name)
             if name == "codes" and self.column_major:
                 kept = a[:, take]
-                b = np.full((a.shape[0], cap), fill, a.dtype)
+                b = aligned_full((a.shape[0], cap), fill, a.dtype)
                 b[:, : kept.shape[1]] = kept
             else:
                 kept = a[take]
-                b = np.full((cap,) + kept.shape[1:], fill, kept.dtype)
+                b = aligned_full((cap,) + kept.shape[1:], fill, kept.dtype)
                 b[: len(kept)] = kept
             setattr(self, name, b)
 

@@ -26,6 +26,7 @@ import numpy as np
 
 from shard.index.code_store import CodeStore
 from shard.kernels.graph import graph_insert, graph_search
+from shard.memory import aligned_copy, aligned_full
 
 MAX_LEVEL = 15
 
@@ -40,8 +41,8 @@ class HnswGraph:
         self.rng = np.random.default_rng(seed + 31337)
         self.ml = 1.0 / math.log(self.m)
         cap = max(16, capacity)
-        self.links0 = np.full((cap, self.m0), -1, np.int32)
-        self.deg0 = np.zeros(cap, np.int32)
+        self.links0 = aligned_full((cap, self.m0), -1, np.int32)  # a row: 2 cache lines at m = 16
+        self.deg0 = aligned_full(cap, 0, np.int32)
         self.levels = np.full(cap, -1, np.int8)  # -1: slot never inserted
         self.up_row = np.full(cap, -1, np.int32)
         self.up = np.full((MAX_LEVEL, 16, self.m), -1, np.int32)
@@ -67,7 +68,7 @@ class HnswGraph:
         new = max(need, 2 * cap)
 
         def grown(arr, fill):
-            out = np.full((new,) + arr.shape[1:], fill, arr.dtype)
+            out = aligned_full((new,) + arr.shape[1:], fill, arr.dtype)
             out[:cap] = arr
             return out
 
@@ -159,8 +160,8 @@ class HnswGraph:
     def from_arrays(cls, arr: dict, seed: int = 0) -> "HnswGraph":
         m, efc, n_del = (int(x) for x in arr["params"])
         g = cls(m, efc, seed, capacity=len(arr["deg0"]))
-        g.links0 = np.ascontiguousarray(arr["links0"], np.int32)
-        g.deg0 = np.ascontiguousarray(arr["deg0"], np.int32)
+        g.links0 = aligned_copy(arr["links0"], np.int32)
+        g.deg0 = aligned_copy(arr["deg0"], np.int32)
         g.levels = np.ascontiguousarray(arr["levels"], np.int8)
         g.up_row = np.ascontiguousarray(arr["up_row"], np.int32)
         g.n_up = arr["up"].shape[1]
@@ -296,10 +297,10 @@ def load_graph(codes: GraphCodeStore, blob: bytes) -> bool:
     g._grow(int(new_of.max()) + 1 if len(old) else 16)
 
     def remap(links):
-        out = links.copy()
+        out = aligned_copy(links, np.int32)
         ok = links >= 0
         out[ok] = new_of[links[ok]]
-        return out.astype(np.int32)
+        return out
 
     for name, fill in (("links0", -1), ("deg0", 0), ("levels", -1), ("up_row", -1), ("deleted", False)):
         a = getattr(g, name)

@@ -74,10 +74,14 @@ def _prefetch(typingctx, a, i, j):
 
 @njit(nogil=True, cache=True, inline="always")
 def _prefetch_row(codes, v):
-    """Every cache line of codes[v] (a row is d bytes of uint8, 4d of float32)."""
+    """Every cache line of codes[v] (a row is d bytes of uint8, 4d of float32):
+    one hint a line from the row's first byte, and one for its last byte, whose
+    line the others miss when the row does not start on a line."""
     step = max(1, 64 // codes.itemsize)
-    for j in range(0, codes.shape[1], step):
+    w = codes.shape[1]
+    for j in range(0, w, step):
         _prefetch(codes, v, j)
+    _prefetch(codes, v, w - 1)
 
 
 # -- scoring -----------------------------------------------------------------
