@@ -2,9 +2,10 @@
 
 One search thread, queries one at a time, every system on the same data in the
 same run. Every Quiver engine and Qdrant shard is built first and kept open; then
-``--rounds`` rounds (default 3) each time every cell once (after a warm-up), with
-comparable cells (same codes, oversampling, rescore) back to back, and a row's q/s
-is the median of its rounds (``qps_rounds``). Noise on the shared machine lasting
+an untimed warm-up pass over every cell (it gives recall, and brings every
+system's originals into the page cache) and ``--rounds`` timed rounds (default
+3), each timing every cell once, comparable cells (same codes, oversampling,
+rescore) back to back; a row's q/s is the median of its rounds (``qps_rounds``). Noise on the shared machine lasting
 tens of seconds then hits comparable Quiver and Qdrant cells alike, or one round,
 instead of all of one system's rows. FAISS rows are measured once, after the rounds
 (flat scans, ~5 s a row). Prints a table and writes JSON lines to

@@ -10,8 +10,9 @@ max_queries queries after an untimed warm-up of WARMUP_QUERIES queries; recall@1
 computed on the (first) timed run's results.
 
 Qdrant Edge is measured in rounds (measure_cells): its shards are all built first and kept
-open (qdrant_cells), then every cell is timed once per round, comparable cells back to back,
-and a row's qps is the median of its rounds (qps_rounds lists them). The engine benchmark
+open (qdrant_cells), then, after an untimed warm-up pass over every cell (its first reads of
+the originals come from disk), every cell is timed once per round, comparable cells back to
+back, and a row's qps is the median of its rounds (qps_rounds lists them). The engine benchmark
 puts Quiver's cells in the same rounds, so a burst of machine noise lasting tens of seconds
 hits both systems' comparable cells, or one round of a cell, not all of one system's rows.
 FAISS is measured once per row: its flat scans run ~220 q/s, so rounds would add minutes.
@@ -166,30 +167,38 @@ def cell_order(cell: Cell) -> tuple:
     return (r["quantization"], r["compression"] or "", r["oversampling"], r["rescore"], r["system"], r["variant"])
 
 
-def measure_cells(cells: Sequence[Cell], gt: np.ndarray, nq: int, limit: int, rounds: int, log: Log) -> list[dict]:
+def measure_cells(cells: Sequence[Cell], gt: np.ndarray, nq: int, limit: int, rounds: int, log: Log,
+                  warmup_round: bool = True) -> list[dict]:
     """Time every cell once per round (time_queries, warm-up included) for `rounds` rounds.
 
     Within a round comparable cells run back to back (cell_order), so noise lasting tens of
-    seconds hits them alike. recall_at_10 (and originals_read_per_query, for cells with a
-    counter) come from the first round; qps is the median over rounds, qps_rounds the list.
-    Returns the cells' rows, in the order given (filled in place).
+    seconds hits them alike. With ``warmup_round`` a first pass over every cell comes before
+    the timed rounds: it gives recall_at_10 (and originals_read_per_query, for cells with a
+    counter) and brings every system's originals into the page cache (Qdrant's shards read
+    theirs from disk in their first pass: its rescoring rows ran ~2x slower in it than in the
+    passes after). Without it they come from the first timed round. qps is the median over
+    the timed rounds, qps_rounds the list. Returns the cells' rows, in the order given
+    (filled in place).
     """
     if rounds < 1:
         raise ValueError(f"rounds={rounds}: need at least one")
     order = sorted(cells, key=cell_order)
     qps: list[list[float]] = [[] for _ in order]
-    for r in range(rounds):
+    passes = [None] * warmup_round + list(range(rounds))
+    for p, timed in enumerate(passes):
         start = time.perf_counter()
         for cell, cell_qps in zip(order, qps):
-            counter = cell.originals_counter if r == 0 else None
+            counter = cell.originals_counter if p == 0 else None
             before = counter() if counter else 0
             I, round_qps = time_queries(cell.search_one, nq, limit)
-            cell_qps.append(round_qps)
-            if r == 0:
+            if timed is not None:
+                cell_qps.append(round_qps)
+            if p == 0:
                 cell.row["recall_at_10"] = recall_at_k(I, gt[:nq], k=10)
             if counter:
                 cell.row["originals_read_per_query"] = (counter() - before) / (nq + min(WARMUP_QUERIES, nq))
-        log(f"round {r + 1}/{rounds}: {len(order)} cells x {nq} queries in {time.perf_counter() - start:.0f}s")
+        what = "warm-up pass" if timed is None else f"round {timed + 1}/{rounds}"
+        log(f"{what}: {len(order)} cells x {nq} queries in {time.perf_counter() - start:.0f}s")
     for cell, cell_qps in zip(order, qps):
         cell.row["qps"] = statistics.median(cell_qps)
         cell.row["qps_rounds"] = cell_qps
