@@ -93,10 +93,13 @@ def aligned_full(shape, fill, dtype, align: int = CACHE_LINE) -> np.ndarray:
     dtype = np.dtype(dtype)
     shape = (int(shape),) if np.isscalar(shape) else tuple(int(s) for s in shape)
     nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    buf = np.empty(nbytes + align, np.uint8)
+    # zeros come from calloc, whose fresh pages stay untouched (out of RSS) until
+    # written, as np.zeros' do: a store's spare capacity costs no memory
+    buf = np.zeros(nbytes + align, np.uint8)
     start = -buf.ctypes.data % align
     out = buf[start:start + nbytes].view(dtype).reshape(shape)
-    out[...] = fill
+    if fill != 0:
+        out[...] = fill
     return out
 
 

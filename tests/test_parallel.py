@@ -1,4 +1,4 @@
-"""Row blocks in threads (shard/parallel.py) and the write batches' allocation mode (shard/memory.py)."""
+"""Row blocks in threads (shard/parallel.py), the write batches' allocation mode and the cache-line-aligned arrays (shard/memory.py)."""
 
 import threading
 
@@ -61,3 +61,28 @@ def test_batch_allocations_nest_and_overlap_across_threads():
     for t in threads:
         t.join(30)
     assert memory._batches == 0
+
+
+@pytest.mark.parametrize("shape,fill,dtype", [((100_000, 384), 0, np.uint8), ((1000, 32), -1, np.int32),
+                                              (17, 0, np.float32)])
+def test_aligned_arrays_start_on_a_cache_line_and_hold_the_fill(shape, fill, dtype):
+    a = memory.aligned_full(shape, fill, dtype)
+    assert a.ctypes.data % memory.CACHE_LINE == 0 and a.flags.c_contiguous
+    assert a.shape == (shape if isinstance(shape, tuple) else (shape,))
+    assert a.dtype == dtype and (a == fill).all()
+    src = np.arange(a.size, dtype=np.int64).reshape(a.shape)
+    c = memory.aligned_copy(src, dtype)
+    assert c.ctypes.data % memory.CACHE_LINE == 0 and c.dtype == dtype
+    np.testing.assert_array_equal(c, src.astype(dtype))
+
+
+def test_code_store_and_graph_arrays_are_aligned_after_growth():
+    """The arrays a graph walk reads at random stay on cache lines when they grow."""
+    from shard.index.hnsw import GraphCodeStore, HnswGraph
+
+    store = GraphCodeStore(384, np.uint8, 0, 4)
+    store._grow(5000)
+    g = HnswGraph(16, 32)
+    g._grow(5000)
+    for a in (store.codes, store.list_of_slot, store.half_sqnorm, g.links0, g.deg0):
+        assert a.ctypes.data % memory.CACHE_LINE == 0
