@@ -433,26 +433,15 @@ def qdrant_cells(
     return cells
 
 
-def run_qdrant_edge(
-    xb: np.ndarray,
-    xq: np.ndarray,
-    gt: np.ndarray,
-    oversamplings: Sequence[float] = (1, 2, 3, 4),
-    rescores: Sequence[bool] = (True, False),
-    limit: int = 10,
-    max_queries: int = 1000,
-    log: Log = print,
-    pq_compressions: Sequence[str] = PQ_COMPRESSIONS,
-    pq_build_budget_s: float = PQ_BUILD_BUDGET_S,
-    rounds: int = 1,
-) -> list[dict]:
-    """Measure Qdrant Edge alone on xb (n, d), xq (nq, d), gt (nq, >=10): qdrant_cells, then
-    measure_cells over `rounds` rounds; the shards are closed and deleted afterwards.
-    Returns a list of rows (see ROW_KEYS, plus qps_rounds)."""
+def run_qdrant_edge(xb: np.ndarray, xq: np.ndarray, gt: np.ndarray, rounds: int = 1, log: Log = print,
+                    **options: Any) -> list[dict]:
+    """Measure Qdrant Edge alone on xb (n, d), xq (nq, d), gt (nq, >=10): qdrant_cells (which
+    takes ``options``), then measure_cells over `rounds` rounds; the shards are closed and
+    deleted afterwards. Returns a list of rows (see ROW_KEYS, plus qps_rounds)."""
     with contextlib.ExitStack() as stack:
-        cells = qdrant_cells(stack, xb, xq, gt, oversamplings, rescores, limit, max_queries, log,
-                             pq_compressions, pq_build_budget_s)
-        return measure_cells(cells, gt, min(max_queries, xq.shape[0]), limit, rounds, log)
+        cells = qdrant_cells(stack, xb, xq, gt, log=log, **options)
+        nq = min(options.get("max_queries", 1000), xq.shape[0])
+        return measure_cells(cells, gt, nq, options.get("limit", 10), rounds, log)
 
 
 # ---------------------------------------------------------------- FAISS
