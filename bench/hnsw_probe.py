@@ -253,7 +253,7 @@ def main(argv=None):
                     def ivf_mem(i, k=k, eng=eng):
                         Q = eng._vectors(xq[i: i + 1], "query")
                         index, codes = eng._index, eng._codes
-                        ids, _ = eng._candidates(index, codes, Q, eng._probes(index, codes, Q, k, None), k)
+                        ids, _, _ = eng._candidates(index, codes, Q, eng._probes(index, codes, Q, k, None), k)
                         return rescore(xb, xq[i], ids[0].astype(np.int64))
 
                     def ivf_full(i, ov=ov, eng=eng):

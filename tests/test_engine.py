@@ -245,3 +245,131 @@ def test_warm_retrain_assigns_points_among_near_lists(tmp_path):
     assert (d_got <= d_best * 1.5 + 1e-6).all()
     np.testing.assert_array_equal(eng._codes.lists_of(np.array([10**9], np.uint64)), [-1])
     eng.close()
+
+
+def _until_located(eng, q, limit_s=10.0):
+    """Search until the engine holds a node table for the current snapshot (its
+    build runs in a thread that a search starts); bounded in time."""
+    import time
+
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        eng.search(q, limit=5)
+        held = eng._codes.row_nodes
+        with eng.store.read_txn() as txn:
+            if held is not None and held[0] == txn.id():
+                return
+        time.sleep(0.005)
+    raise AssertionError("no node table within the time limit")
+
+
+@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+def test_located_rescoring_follows_writes_and_deletes(tmp_path, kind):
+    """Rescoring by the node table (no B-tree descents) gives exact scores of the
+    current originals: a write or delete makes the table stale at once (searches
+    read by descent), and the next table serves the new values."""
+    from shard.config import HnswConfig
+    from shard.engine import LOCATE_MIN_POINTS
+
+    d, n = 24, LOCATE_MIN_POINTS + 1000
+    x = clustered(n, d, 11)
+    base = config(d, "scalar", full_scan_threshold=1000)
+    cfg = base if kind == "ivf" else CollectionConfig(dim=d, quantization=base.quantization,
+                                                      hnsw=HnswConfig(m=8, ef_construct=40, ef=64))
+    eng = ShardEngine.create(str(tmp_path / "s"), cfg)
+    eng.upsert(np.arange(n), x)
+    q = clustered(4, d, 12)
+    pages = eng.store.pages
+
+    def check(model_ids, model_x):
+        for v in q:
+            hits = eng.search(v, limit=10, oversampling=2.0)
+            assert set(hits.ids.tolist()) <= set(model_ids.tolist())
+            pos = np.searchsorted(model_ids, hits.ids)
+            _, want = exact_topk(model_x[pos], v[None], len(pos), "cosine")
+            np.testing.assert_allclose(hits.scores, want[0], rtol=1e-5, atol=1e-6)
+
+    _until_located(eng, q[0])
+    before = pages.located_reads
+    check(np.arange(n), x)
+    assert pages.located_reads >= before + len(q)
+
+    # the first 40 points become the queries themselves: the top of every search
+    moved = np.arange(40)
+    x2 = x.copy()
+    x2[moved] = np.repeat(q, 10, axis=0)
+    eng.upsert(moved, x2[moved])
+    check(np.arange(n), x2)  # the stale table is not used
+    _until_located(eng, q[0])
+    before = pages.located_reads
+    check(np.arange(n), x2)
+    assert pages.located_reads >= before + len(q)
+    assert eng.search(q[1], limit=1).ids[0] in moved[10:20]
+
+    eng.delete(moved)
+    keep = np.arange(40, n)
+    check(keep, x2[40:])
+    _until_located(eng, q[0])
+    check(keep, x2[40:])
+    assert pages.fallbacks == 0 and eng.node_tables_built >= 3
+    eng.close()
+    assert eng._locator is None
+
+
+def test_located_rescoring_under_concurrent_writes(tmp_path):
+    """Searches in threads while a writer keeps replacing vectors: every hit's exact
+    score is the score of the vector returned with it (read by descent in the same
+    snapshot), whether its rescoring read by node table or by descent; each vector
+    is one some write stored whole. Bounded in count and time."""
+    import threading
+    import time
+
+    from shard.engine import LOCATE_MIN_POINTS
+
+    d, n = 16, LOCATE_MIN_POINTS + 500
+    rng = np.random.default_rng(5)
+    basis = rng.standard_normal((n, d)).astype(np.float32)
+
+    def rows(ids, version):
+        out = basis[ids].copy()
+        out[:, 0] = version + 1.0  # the version is readable from the vector
+        return out
+
+    eng = ShardEngine.create(str(tmp_path / "s"), config(d, "scalar", distance="dot", full_scan_threshold=1000))
+    ids = np.arange(n)
+    eng.upsert(ids, rows(ids, 0))
+    errors, stop = [], threading.Event()
+    queries = rng.standard_normal((8, d)).astype(np.float32)
+
+    def searcher(seed):
+        try:
+            for it in range(400):
+                if stop.is_set():
+                    return
+                q = queries[(seed + it) % len(queries)]
+                hits = eng.search(q, limit=10, oversampling=2.0, with_vector=True)
+                version = hits.vectors[:, 0] - 1.0
+                assert np.array_equal(version, np.round(version)) and (version >= 0).all()
+                np.testing.assert_allclose(hits.vectors, rows(hits.ids.astype(np.int64), version),
+                                           rtol=0, atol=0)
+                np.testing.assert_allclose(hits.scores, hits.vectors @ q, rtol=1e-5, atol=1e-4)
+        except Exception as e:  # noqa: BLE001 - reported by the main thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=searcher, args=(s,)) for s in range(2)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 8
+    for version in range(1, 60):
+        if time.monotonic() > deadline or errors:
+            break
+        batch = np.unique(rng.choice(ids, 300))
+        eng.upsert(batch, rows(batch, version))
+        time.sleep(0.01)  # room for a node table between writes
+    stop.set()
+    for t in threads:
+        t.join(30)
+    assert not errors, errors[0]
+    assert eng.node_tables_built >= 1 and eng.store.pages.located_reads >= 1
+    assert eng.store.pages.fallbacks == 0
+    eng.close()

@@ -191,3 +191,50 @@ def test_page_reads_under_concurrent_writes_and_map_growth(tmp_path):
     assert not errors, errors[0]
     assert store.map_generation >= 1 and store.pages.fallbacks == 0
     store.close()
+
+
+@pytest.mark.parametrize("dim", [8, 384, 1024])
+def test_located_reads_match_descents(tmp_path, dim):
+    """``pages.nodes`` lists every value of the snapshot in key order, and reading by
+    those nodes (``get_vectors_at``) gives what a descent gives, absent ids included,
+    without falling back; a node table from an older snapshot is caught by its key
+    check and the read falls back to a descent with the right answer."""
+    rng = np.random.default_rng(dim)
+    store = LmdbVectorStore(str(tmp_path / "s"), dim)
+    ids = np.unique(rng.integers(0, 1 << 40, 3000)).astype(np.uint64)
+    x = rng.standard_normal((len(ids), dim)).astype(np.float32)
+    store.put_points(ids, x, None, np.zeros((len(ids), 0), np.uint8))
+    store.delete_points(ids[::7])
+    live = np.ones(len(ids), bool)
+    live[::7] = False
+    with store.read_txn() as txn:
+        keys, nodes = store.pages.nodes(txn)
+    np.testing.assert_array_equal(keys, ids[live])  # ids are sorted: key order
+    # the table is by "slot": here slot i holds ids[i]
+    table = np.full(len(ids), -1, np.int64)
+    table[np.flatnonzero(live)] = nodes
+    ask = rng.permutation(len(ids))[:500]
+    with store.read_txn() as txn:
+        found, got = store.get_vectors_at(txn, ids[ask], ask, table)
+        found_d, got_d = store.get_vectors(txn, ids[ask])
+    np.testing.assert_array_equal(found, live[ask])
+    np.testing.assert_array_equal(found, found_d)
+    np.testing.assert_array_equal(got, got_d)
+    np.testing.assert_array_equal(got, x[ask[live[ask]]])
+    assert store.pages.fallbacks == 0
+    # slot 0 claims the node of another id: the key check refuses it, and a descent answers
+    wrong = table.copy()
+    wrong[np.flatnonzero(live)[:2]] = table[np.flatnonzero(live)[[1, 0]]]
+    with store.read_txn() as txn:
+        found, got = store.get_vectors_at(txn, ids[live][:2], np.flatnonzero(live)[:2], wrong)
+    np.testing.assert_array_equal(got, x[live][:2])
+    assert store.pages.fallbacks == 1
+    store.close()
+
+
+def test_located_nodes_of_an_empty_store(tmp_path):
+    store = LmdbVectorStore(str(tmp_path / "s"), DIM)
+    with store.read_txn() as txn:
+        keys, nodes = store.pages.nodes(txn)
+    assert len(keys) == 0 and len(nodes) == 0
+    store.close()

@@ -55,6 +55,9 @@ class CodeStore:
         self._layout = None
         self._disorder = 0  # slots written or freed since the last compaction
         self._cent16 = None  # (centroids, int16 copy, per-dimension scale): see query_base
+        # (LMDB snapshot id, (cap,) int64 leaf node of each slot's original): kept by
+        # the engine (``ShardEngine._node_table``); any change of slots drops it
+        self.row_nodes = None
 
     # -- records --------------------------------------------------------
     def make_records(self, lists, codes, factors, half_sqnorm) -> np.ndarray:
@@ -81,6 +84,7 @@ class CodeStore:
     def _reallocate(self, cap: int, take) -> None:
         """Replace every per-slot array by one of capacity ``cap`` whose first
         rows are ``old[take]`` (a slice to grow, a permutation to compact)."""
+        self.row_nodes = None
         for name, fill in self._SLOT_ARRAYS:
             a = getattr(self, name)
             if name == "codes" and self.column_major:
@@ -109,6 +113,7 @@ class CodeStore:
 
     def upsert(self, ids, lists, codes, factors, half_sqnorm) -> None:
         """Insert or replace points (ids unique within the call)."""
+        self.row_nodes = None
         keys = np.ascontiguousarray(ids, np.uint64).view(np.int64)
         slots = idmap_get(self.idmap, keys)
         new = slots < 0
@@ -136,6 +141,7 @@ class CodeStore:
 
     def delete(self, ids) -> np.ndarray:
         """Remove points; returns a bool mask of the ids that were present."""
+        self.row_nodes = None
         keys = np.ascontiguousarray(ids, np.uint64).view(np.int64)
         slots = idmap_pop(self.idmap, keys)
         found = slots >= 0

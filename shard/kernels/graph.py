@@ -40,38 +40,15 @@ the links of the one after. Scoring with an int16 query and int32 sums
 """
 
 import numpy as np
-from llvmlite import ir
-from numba import njit, types
-from numba.core import cgutils
-from numba.extending import intrinsic, overload
+from numba import njit
+from numba.extending import overload
 
+from shard.kernels.prefetch import prefetch2 as _prefetch
 from shard.kernels.product import product_lut
 from shard.kernels.topk import heap_push, heap_sorted
 
 
 # -- prefetch ----------------------------------------------------------------
-@intrinsic
-def _prefetch(typingctx, a, i, j):
-    """Hint the cache line holding a[i, j] into L1 (LLVM ``llvm.prefetch``,
-    read, high locality); numba has no prefetch of its own."""
-    sig = types.void(a, i, j)
-
-    def codegen(context, builder, signature, args):
-        aryty = signature.args[0]
-        ary = context.make_array(aryty)(context, builder, args[0])
-        idx = [context.cast(builder, x, t, types.intp) for x, t in zip(args[1:], signature.args[1:])]
-        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, idx, wraparound=False)
-        i8p = ir.IntType(8).as_pointer()
-        i32 = ir.IntType(32)
-        # the typed-pointer name: older LLVMs need it, newer ones remangle it to "p0"
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
-                                            "llvm.prefetch.p0i8")
-        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
-        return context.get_dummy_value()
-
-    return sig, codegen
-
-
 @njit(nogil=True, cache=True, inline="always")
 def _prefetch_row(codes, v):
     """Every cache line of codes[v] (a row is d bytes of uint8, 4d of float32):

@@ -25,6 +25,8 @@ Keys here are 8-byte big-endian ids, so byte order (memcmp) is id order.
 import numpy as np
 from numba import njit
 
+from shard.kernels.prefetch import prefetch
+
 PAGE_HEADER = 16
 NODE_HEADER = 8
 P_BRANCH = 0x01
@@ -137,6 +139,102 @@ def lookup_rows(mem, psize, root, keys, row_bytes, out, found):
             return -1
         # through 1-d views: LLVM turns this loop into a vector copy (indexing the 2-d
         # array inside it kept it a byte loop, 60x slower)
+        dst = out[i]
+        src = mem[at:at + row_bytes]
+        for b in range(row_bytes):
+            dst[b] = src[b]
+        found[i] = 1
+    return 0
+
+
+# -- every value's place, and reads by place -----------------------------------
+@njit(nogil=True, cache=True, boundscheck=False)
+def leaf_nodes(mem, psize, root, keys, nodes):
+    """Every leaf node of the tree under ``root``, in key order: its key into
+    ``keys`` (cap,) u64 and its byte offset in the file into ``nodes`` (cap,)
+    int64. Returns how many, or -1 when a page is not what the layout promises
+    or the tree holds more than ``cap`` entries.
+
+    One pass down every branch (a stack of (page, next child)); a leaf page
+    costs its header, its offsets and one line a node: the values stay unread.
+    """
+    cap = keys.shape[0]
+    n_pages = mem.shape[0] // psize
+    stack_pg = np.empty(MAX_DEPTH, np.int64)
+    stack_next = np.empty(MAX_DEPTH, np.int64)
+    stack_pg[0] = root
+    stack_next[0] = 0
+    depth = 1
+    n = 0
+    while depth > 0:
+        p = stack_pg[depth - 1]
+        if not 0 <= p < n_pages:
+            return -1
+        base = p * psize
+        flags = _u16(mem, base + 10)
+        nk = (_u16(mem, base + 12) - PAGE_HEADER) >> 1
+        if flags & P_LEAF:
+            if n + nk > cap:
+                return -1
+            for j in range(nk):
+                node = base + _u16(mem, base + PAGE_HEADER + 2 * j)
+                if node + NODE_HEADER + 8 > base + psize or _u16(mem, node + 6) != 8:
+                    return -1
+                keys[n] = _key_be(mem, node)
+                nodes[n] = node
+                n += 1
+            depth -= 1
+        elif flags & P_BRANCH:
+            j = stack_next[depth - 1]
+            if j >= nk:
+                depth -= 1
+                continue
+            stack_next[depth - 1] = j + 1
+            if depth == MAX_DEPTH:
+                return -1
+            node = base + _u16(mem, base + PAGE_HEADER + 2 * j)
+            stack_pg[depth] = _u16(mem, node) | (_u16(mem, node + 2) << 16) | (_u16(mem, node + 4) << 32)
+            stack_next[depth] = 0
+            depth += 1
+        else:
+            return -1
+    return n
+
+
+@njit(nogil=True, cache=True, boundscheck=False)
+def rows_at(mem, psize, node_of, slots, keys, row_bytes, out, found):
+    """``lookup_rows`` without the descents: the value of slot ``slots[i]`` (whose
+    key is ``keys[i]``) read at the leaf node ``node_of[slot]`` (-1: absent) that
+    ``leaf_nodes`` found in the same snapshot. Every node's lines are hinted
+    first, then each node is checked against its key and value size and copied.
+    Returns 0, or -1 when a node is not the one expected (read by descent then).
+    """
+    n = slots.shape[0]
+    size = mem.shape[0]
+    span = NODE_HEADER + 8 + row_bytes
+    for i in range(n):
+        node = node_of[slots[i]]
+        if 0 <= node and node + span <= size:
+            for b in range(node, node + span, 64):
+                prefetch(mem, b)
+            prefetch(mem, node + span - 1)
+    for i in range(n):
+        found[i] = 0
+        node = node_of[slots[i]]
+        if node < 0:
+            continue
+        if node + NODE_HEADER + 8 > size or _u16(mem, node + 6) != 8 or _key_be(mem, node) != keys[i]:
+            return -1
+        if (_u16(mem, node) | (_u16(mem, node + 2) << 16)) != row_bytes:
+            return -1
+        at = node + NODE_HEADER + 8
+        if _u16(mem, node + 4) & F_BIGDATA:
+            ov = np.int64(0)
+            for b in range(8):
+                ov |= np.int64(mem[at + b]) << (8 * b)
+            at = ov * psize + PAGE_HEADER
+        if at < 0 or at + row_bytes > size:
+            return -1
         dst = out[i]
         src = mem[at:at + row_bytes]
         for b in range(row_bytes):

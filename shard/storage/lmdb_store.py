@@ -208,6 +208,15 @@ class LmdbVectorStore:
             return got[0], got[1].view(np.float32)
         return self.get_vectors_lmdb(txn, ids)
 
+    def get_vectors_at(self, txn, ids: np.ndarray, slots: np.ndarray, node_of: np.ndarray):
+        """``get_vectors`` for ids whose leaf nodes are known: ``node_of[slots]``,
+        from ``pages.nodes`` of txn's own snapshot. No descents; reads by descent
+        when a node turns out not to be its id's."""
+        got = self.pages.read_at(node_of, slots, ids)
+        if got is not None:
+            return got[0], got[1].view(np.float32)
+        return self.get_vectors(txn, ids)
+
     def get_vectors_lmdb(self, txn, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``get_vectors`` through py-lmdb's own reads."""
         keys = id_keys(ids)

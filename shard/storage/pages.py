@@ -11,6 +11,11 @@ out of the map, a value of another size, a record that disagrees with
 
 Only read transactions come here: a write transaction's dirty pages are not
 in the file yet.
+
+``nodes(txn)`` lists where every value of the snapshot sits; a caller that
+keeps that list (by slot, ``ShardEngine``) reads with ``read_at`` afterwards:
+no descent, one round of misses for all rows. The list is only good for the
+snapshot it came from (the same ``txn.id()``): any write moves pages.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import threading
 
 import numpy as np
 
-from shard.kernels.lmdb_pages import lookup_rows
+from shard.kernels.lmdb_pages import leaf_nodes, lookup_rows, rows_at
 
 #: MDB_db: pad u32, flags u16, depth u16, branch, leaf, overflow pages, entries, root (u64 each)
 _DB_RECORD = struct.Struct("<IHHQQQQQ")
@@ -41,6 +46,7 @@ class PageReader:
         self._mem = np.zeros(0, np.uint8)
         self._snap = (-1, -1)  # (transaction id, root page) last resolved
         self.fallbacks = 0  # reads that went through py-lmdb instead
+        self.located_reads = 0  # reads by known nodes (``read_at``), no descent
 
     def _map(self, need: int) -> np.ndarray:
         """The data file mapped read-only, at least ``need`` bytes of it (re-mapped
@@ -100,5 +106,41 @@ class PageReader:
             if lookup_rows(mem, self.psize, root, keys, self.row_bytes, out, found) != 0:
                 self.fallbacks += 1
                 return None
+        found = found.view(bool)
+        return found, (out if found.all() else out[found])
+
+    def nodes(self, txn) -> tuple[np.ndarray, np.ndarray] | None:
+        """(keys (n,) uint64, byte offsets of their leaf nodes (n,) int64) of every
+        value in txn's snapshot, in key order; None when the pages cannot be trusted."""
+        root = self._root(txn)
+        if root is None:
+            return None
+        entries = txn.stat(self.db)["entries"]
+        keys = np.empty(entries, np.uint64)
+        nodes = np.empty(entries, np.int64)
+        if root < 0:
+            return keys, nodes
+        n = leaf_nodes(self._map(os.path.getsize(self.data_file)), self.psize, root, keys, nodes)
+        if n != entries:
+            self.fallbacks += 1
+            return None
+        return keys, nodes
+
+    def read_at(self, node_of: np.ndarray, slots: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """``read`` for points whose leaf nodes are known: ``node_of[slots[i]]``
+        (from ``nodes`` of this same snapshot, -1 for absent) holds ids[i]. None
+        when a node is not that id's (then read by descent)."""
+        keys = np.ascontiguousarray(ids, np.uint64)
+        n = keys.shape[0]
+        out = np.empty((n, self.row_bytes), np.uint8)
+        found = np.empty(n, np.uint8)
+        slots = np.ascontiguousarray(slots, np.int64)
+        if rows_at(self._mem, self.psize, node_of, slots, keys, self.row_bytes, out, found) != 0:
+            # a node past the map (the file grew after it was mapped): map again once
+            mem = self._map(os.path.getsize(self.data_file))
+            if rows_at(mem, self.psize, node_of, slots, keys, self.row_bytes, out, found) != 0:
+                self.fallbacks += 1
+                return None
+        self.located_reads += 1
         found = found.view(bool)
         return found, (out if found.all() else out[found])
