@@ -683,6 +683,13 @@ class ShardEngine:
     def _rescore(self, txn, Q, id_lists, slot_lists=None, codes=None):
         """Step 2 and 3: exact ranks of the candidates, best first. Their slots in
         ``codes`` (when given) let the originals be read without descents."""
+        if slot_lists is not None and len(Q) == 1:
+            table = self._node_table(txn, codes)
+            if table is not None:  # read and ranked in one pass where the values lie
+                got = self.store.pages.ranks_at(table, slot_lists[0], id_lists[0], Q[0], self.use_sqnorm)
+                if got is not None:
+                    self.originals_read += len(id_lists[0])
+                    return [got[0]], [got[1]]
         ids_l, rows_l, block = self._gather(txn, id_lists, slot_lists, codes)
         hsq = half_sqnorms(block) if self.use_sqnorm else _NO_NORMS
         out_ids, out_ranks = [], []

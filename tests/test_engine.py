@@ -263,8 +263,8 @@ def _until_located(eng, q, limit_s=10.0):
     raise AssertionError("no node table within the time limit")
 
 
-@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
-def test_located_rescoring_follows_writes_and_deletes(tmp_path, kind):
+@pytest.mark.parametrize("kind,distance", [("ivf", "cosine"), ("hnsw", "cosine"), ("hnsw", "euclid")])
+def test_located_rescoring_follows_writes_and_deletes(tmp_path, kind, distance):
     """Rescoring by the node table (no B-tree descents) gives exact scores of the
     current originals: a write or delete makes the table stale at once (searches
     read by descent), and the next table serves the new values."""
@@ -273,8 +273,8 @@ def test_located_rescoring_follows_writes_and_deletes(tmp_path, kind):
 
     d, n = 24, LOCATE_MIN_POINTS + 1000
     x = clustered(n, d, 11)
-    base = config(d, "scalar", full_scan_threshold=1000)
-    cfg = base if kind == "ivf" else CollectionConfig(dim=d, quantization=base.quantization,
+    base = config(d, "scalar", distance, full_scan_threshold=1000)
+    cfg = base if kind == "ivf" else CollectionConfig(dim=d, distance=distance, quantization=base.quantization,
                                                       hnsw=HnswConfig(m=8, ef_construct=40, ef=64))
     eng = ShardEngine.create(str(tmp_path / "s"), cfg)
     eng.upsert(np.arange(n), x)
@@ -286,7 +286,7 @@ def test_located_rescoring_follows_writes_and_deletes(tmp_path, kind):
             hits = eng.search(v, limit=10, oversampling=2.0)
             assert set(hits.ids.tolist()) <= set(model_ids.tolist())
             pos = np.searchsorted(model_ids, hits.ids)
-            _, want = exact_topk(model_x[pos], v[None], len(pos), "cosine")
+            _, want = exact_topk(model_x[pos], v[None], len(pos), distance)
             np.testing.assert_allclose(hits.scores, want[0], rtol=1e-5, atol=1e-6)
 
     _until_located(eng, q[0])

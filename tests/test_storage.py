@@ -238,3 +238,35 @@ def test_located_nodes_of_an_empty_store(tmp_path):
         keys, nodes = store.pages.nodes(txn)
     assert len(keys) == 0 and len(nodes) == 0
     store.close()
+
+
+@pytest.mark.parametrize("use_sqnorm", [False, True])
+@pytest.mark.parametrize("dim", [8, 384, 1024])
+def test_located_ranks_match_numpy(tmp_path, dim, use_sqnorm):
+    """``pages.ranks_at`` (read in place and ranked in one kernel) against numpy on
+    the same vectors: <x, q> (minus 0.5 ||x||^2 for euclid), best first, ties in the
+    order asked, absent points left out."""
+    rng = np.random.default_rng(dim + use_sqnorm)
+    store = LmdbVectorStore(str(tmp_path / "s"), dim)
+    ids = np.arange(2500, dtype=np.uint64) * 3
+    x = rng.standard_normal((len(ids), dim)).astype(np.float32)
+    x[5] = x[6]  # a tie
+    store.put_points(ids, x, None, np.zeros((len(ids), 0), np.uint8))
+    store.delete_points(ids[10:20])
+    with store.read_txn() as txn:
+        keys, nodes = store.pages.nodes(txn)
+    table = np.full(len(ids), -1, np.int64)
+    table[np.searchsorted(ids, keys)] = nodes
+    ask = np.concatenate([[6, 5, 12], rng.permutation(len(ids))[:60]])
+    ask = ask[np.sort(np.unique(ask, return_index=True)[1])]
+    q = rng.standard_normal(dim).astype(np.float32)
+    got_ids, got_r = store.pages.ranks_at(table, ask, ids[ask], q, use_sqnorm)
+    present = ask[table[ask] >= 0]
+    r = x[present].astype(np.float64) @ q
+    if use_sqnorm:
+        r -= 0.5 * (x[present].astype(np.float64) ** 2).sum(1)
+    order = np.argsort(-r.astype(np.float32), kind="stable")
+    np.testing.assert_array_equal(got_ids, ids[present][order])
+    np.testing.assert_allclose(got_r, r[order], rtol=1e-4, atol=1e-4)
+    assert store.pages.fallbacks == 0
+    store.close()

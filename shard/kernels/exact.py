@@ -3,6 +3,8 @@
 import numpy as np
 from numba import njit
 
+from shard.kernels.lmdb_pages import prefetch_nodes, value_at
+
 
 @njit(nogil=True, cache=True, fastmath=True, boundscheck=False)
 def dot_rows(xb, q):
@@ -62,6 +64,50 @@ def ranked_rows(xb, rows, q, hsq):
             r[i] -= hsq[rows[i]]
     order = np.argsort(-r, kind="mergesort")
     return order, r[order]
+
+
+@njit(nogil=True, cache=True, fastmath=True, boundscheck=False)
+def located_ranks(mem, memf, psize, node_of, slots, keys, q, use_sqnorm, out_keys, out_ranks):
+    """``ranked_rows`` over originals read in place at their leaf nodes (see
+    ``lmdb_pages.rows_at``): slot ``slots[i]`` holds key ``keys[i]``, its node is
+    ``node_of[slot]`` (-1: the point is gone). ``memf`` is ``mem`` viewed as
+    float32. Writes the present keys best first into out_keys and their ranks
+    into out_ranks; returns how many, or -1 when a node is not its key's (or a
+    value is not 4-byte aligned): then the caller reads by descent.
+    """
+    n = slots.shape[0]
+    d = q.shape[0]
+    row_bytes = 4 * d
+    prefetch_nodes(mem, node_of, slots, row_bytes)
+    r = np.empty(n, np.float32)
+    kept = np.empty(n, np.int64)
+    m = 0
+    for i in range(n):
+        node = node_of[slots[i]]
+        if node < 0:
+            continue
+        at = value_at(mem, psize, node, keys[i], row_bytes)
+        if at < 0 or at & 3:
+            return -1
+        x = memf[at >> 2:(at >> 2) + d]
+        acc = np.float32(0.0)
+        if use_sqnorm:
+            sq = np.float32(0.0)
+            for j in range(d):
+                acc += x[j] * q[j]
+                sq += x[j] * x[j]
+            acc -= np.float32(0.5) * sq
+        else:
+            for j in range(d):
+                acc += x[j] * q[j]
+        r[m] = acc
+        kept[m] = i
+        m += 1
+    order = np.argsort(-r[:m], kind="mergesort")
+    for t in range(m):
+        out_keys[t] = keys[kept[order[t]]]
+        out_ranks[t] = r[order[t]]
+    return m
 
 
 #: ``checked_rows`` verdicts

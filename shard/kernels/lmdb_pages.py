@@ -201,6 +201,40 @@ def leaf_nodes(mem, psize, root, keys, nodes):
     return n
 
 
+@njit(nogil=True, cache=True, inline="always")
+def prefetch_nodes(mem, node_of, slots, row_bytes):
+    """Hint every line of the leaf nodes ``node_of[slots]`` (header, key, an inline
+    value) before any is read: the rows' misses overlap."""
+    size = mem.shape[0]
+    span = NODE_HEADER + 8 + row_bytes
+    for i in range(slots.shape[0]):
+        node = node_of[slots[i]]
+        if 0 <= node and node + span <= size:
+            for b in range(node, node + span, 64):
+                prefetch(mem, b)
+            prefetch(mem, node + span - 1)
+
+
+@njit(nogil=True, cache=True, inline="always")
+def value_at(mem, psize, node, key, row_bytes):
+    """Byte offset of the value of the leaf node at ``node``, checked to be key's
+    and ``row_bytes`` long (inline or on overflow pages); -1 when it is not."""
+    size = mem.shape[0]
+    if node < 0 or node + NODE_HEADER + 8 > size or _u16(mem, node + 6) != 8 or _key_be(mem, node) != key:
+        return -1
+    if (_u16(mem, node) | (_u16(mem, node + 2) << 16)) != row_bytes:
+        return -1
+    at = node + NODE_HEADER + 8
+    if _u16(mem, node + 4) & F_BIGDATA:
+        ov = np.int64(0)
+        for b in range(8):
+            ov |= np.int64(mem[at + b]) << (8 * b)
+        at = ov * psize + PAGE_HEADER
+    if at < 0 or at + row_bytes > size:
+        return -1
+    return at
+
+
 @njit(nogil=True, cache=True, boundscheck=False)
 def rows_at(mem, psize, node_of, slots, keys, row_bytes, out, found):
     """``lookup_rows`` without the descents: the value of slot ``slots[i]`` (whose
@@ -209,31 +243,14 @@ def rows_at(mem, psize, node_of, slots, keys, row_bytes, out, found):
     first, then each node is checked against its key and value size and copied.
     Returns 0, or -1 when a node is not the one expected (read by descent then).
     """
-    n = slots.shape[0]
-    size = mem.shape[0]
-    span = NODE_HEADER + 8 + row_bytes
-    for i in range(n):
-        node = node_of[slots[i]]
-        if 0 <= node and node + span <= size:
-            for b in range(node, node + span, 64):
-                prefetch(mem, b)
-            prefetch(mem, node + span - 1)
-    for i in range(n):
+    prefetch_nodes(mem, node_of, slots, row_bytes)
+    for i in range(slots.shape[0]):
         found[i] = 0
         node = node_of[slots[i]]
         if node < 0:
             continue
-        if node + NODE_HEADER + 8 > size or _u16(mem, node + 6) != 8 or _key_be(mem, node) != keys[i]:
-            return -1
-        if (_u16(mem, node) | (_u16(mem, node + 2) << 16)) != row_bytes:
-            return -1
-        at = node + NODE_HEADER + 8
-        if _u16(mem, node + 4) & F_BIGDATA:
-            ov = np.int64(0)
-            for b in range(8):
-                ov |= np.int64(mem[at + b]) << (8 * b)
-            at = ov * psize + PAGE_HEADER
-        if at < 0 or at + row_bytes > size:
+        at = value_at(mem, psize, node, keys[i], row_bytes)
+        if at < 0:
             return -1
         dst = out[i]
         src = mem[at:at + row_bytes]

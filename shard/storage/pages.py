@@ -27,6 +27,7 @@ import threading
 
 import numpy as np
 
+from shard.kernels.exact import located_ranks
 from shard.kernels.lmdb_pages import leaf_nodes, lookup_rows, rows_at
 
 #: MDB_db: pad u32, flags u16, depth u16, branch, leaf, overflow pages, entries, root (u64 each)
@@ -44,6 +45,7 @@ class PageReader:
         self.psize = env.stat()["psize"]
         self._lock = threading.Lock()
         self._mem = np.zeros(0, np.uint8)
+        self._views = (self._mem, self._mem.view(np.float32))  # the map, and as float32
         self._snap = (-1, -1)  # (transaction id, root page) last resolved
         self.fallbacks = 0  # reads that went through py-lmdb instead
         self.located_reads = 0  # reads by known nodes (``read_at``), no descent
@@ -60,12 +62,16 @@ class PageReader:
                     with open(self.data_file, "rb") as f:
                         m = mmap.mmap(f.fileno(), size, access=mmap.ACCESS_READ)
                     mem = self._mem = np.frombuffer(m, np.uint8)
+                    # one tuple, so a reader never pairs a map with another's float view
+                    # (LMDB's file is whole pages: a multiple of 4 bytes)
+                    self._views = (mem, mem[: len(mem) & ~3].view(np.float32))
         return mem
 
     def close(self) -> None:
         """Drop the map (the store is closing: no read is in progress)."""
         with self._lock:
             self._mem = np.zeros(0, np.uint8)
+            self._views = (self._mem, self._mem.view(np.float32))
             self._snap = (-1, -1)
 
     def _root(self, txn) -> tuple[int, int] | None:
@@ -144,3 +150,23 @@ class PageReader:
         self.located_reads += 1
         found = found.view(bool)
         return found, (out if found.all() else out[found])
+
+    def ranks_at(self, node_of: np.ndarray, slots: np.ndarray, ids: np.ndarray, q: np.ndarray,
+                 use_sqnorm: bool) -> tuple[np.ndarray, np.ndarray] | None:
+        """``read_at`` and exact ranking in one pass over the values where they lie
+        (``exact.located_ranks``): (ids still present, best first; their ranks
+        ``<x, q>``, minus ``0.5 ||x||^2`` with use_sqnorm), or None (read by descent)."""
+        keys = np.ascontiguousarray(ids, np.uint64)
+        slots = np.ascontiguousarray(slots, np.int64)
+        out_keys = np.empty(len(keys), np.uint64)
+        out_ranks = np.empty(len(keys), np.float32)
+        for attempt in range(2):
+            mem, memf = self._views
+            n = located_ranks(mem, memf, self.psize, node_of, slots, keys, q, use_sqnorm, out_keys, out_ranks)
+            if n >= 0:
+                self.located_reads += 1
+                return out_keys[:n], out_ranks[:n]
+            if attempt == 0:  # a node past the map (the file grew since): map again once
+                self._map(os.path.getsize(self.data_file))
+        self.fallbacks += 1
+        return None
