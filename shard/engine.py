@@ -597,8 +597,8 @@ class ShardEngine:
         beam of max(ef, k). Returns lists of (ids, approx ranks, slots)."""
         prepared, const = index.quantizer.prepare(Q)
         base = codes.query_base(index.centroids, Q, const)
-        out_s = np.full((len(Q), k), -np.inf, np.float32)
-        out_i = np.full((len(Q), k), -1, np.int64)
+        out_s = np.empty((len(Q), k), np.float32)  # the first counts[i] of row i are written
+        out_i = np.empty((len(Q), k), np.int64)
         counts = codes.graph.search(prepared, base, codes.list_of_slot, codes.codes, codes.half_sqnorm,
                                     self.use_sqnorm, max(int(ef), k), out_s, out_i)
         return _per_query(codes, out_s, out_i, counts)
