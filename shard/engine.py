@@ -217,7 +217,10 @@ class ShardEngine:
         if self.config.hnsw is not None:
             blob = self.store.get_meta("graph")
             if blob is None or not hnsw.load_graph(codes, blob):
-                self._rebuild_graph(index, codes)
+                self._rebuild_graph(index, codes)  # renumbers the slots in walk order
+            else:  # records load in id order; walks read in walk order
+                codes.reorder()
+                codes.refresh()
         release_free_memory()
         self._index, self._codes = index, codes
         log.info("opened shard %s: %d points, %d lists", self.path, codes.n, index.nlist)
@@ -351,6 +354,8 @@ class ShardEngine:
         graph = hnsw.rebuild(codes, off, b, self.use_sqnorm)
         with self._rw.exclusive():
             codes.graph = graph
+            codes.reorder()
+            codes.refresh()
         log.info("shard %s: hnsw graph rebuilt over %d points", self.path, codes.n)
 
     def _train(self, sample: np.ndarray, n_total: int) -> _Index:
@@ -486,6 +491,8 @@ class ShardEngine:
             else:
                 off, b = index.quantizer.graph_view(index.centroids)
                 codes.graph = hnsw.rebuild(codes, off, b, self.use_sqnorm)
+            codes.reorder()  # not searched yet: no lock needed
+            codes.refresh()
         with self._rw.exclusive():
             self._index, self._codes = index, codes
         del recs

@@ -362,3 +362,55 @@ def test_visited_stamps_wrap_in_their_own_dtype():
         graph_search(pb, base, *args, visited, gen, out_s, out_i)
         np.testing.assert_array_equal(out_i, want_i)
     assert gen[0] == 600 % 255
+
+
+def test_reorder_keeps_results_and_bookkeeping(tmp_path, monkeypatch):
+    """Renumbering the slots into walk order (upper levels first, then by list)
+    changes no search result; the id map, free list and graph stay consistent
+    through later writes, deletes and a reopen."""
+    rng = np.random.default_rng(21)
+    d, n = 16, 3000
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    path = str(tmp_path / "s")
+    eng = ShardEngine.create(path, hnsw_config(d, m=8, ef_construct=40, ef=48))
+    reorder = hnsw.GraphCodeStore.reorder
+    monkeypatch.setattr(hnsw.GraphCodeStore, "reorder", lambda self: None)  # insertion order first
+    eng.upsert(np.arange(n), x)
+    eng.delete(np.arange(0, n, 10))
+    qs = rng.standard_normal((6, d)).astype(np.float32)
+    before = [eng.search(q, limit=10, oversampling=2.0) for q in qs]
+    codes = eng._codes
+    ids = np.sort(codes.live_ids())
+    slots_before = codes.slots_of(ids)
+    monkeypatch.setattr(hnsw.GraphCodeStore, "reorder", reorder)
+    with eng._rw.exclusive():
+        codes.reorder()
+        codes.refresh()
+    assert (codes.slots_of(ids) != slots_before).mean() > 0.5  # most points moved
+    high = codes.high
+    levels = codes.graph.levels[:high]
+    assert (np.diff(levels.astype(np.int64)) <= 0).all()  # upper levels first
+    live = codes.live_ids()
+    np.testing.assert_array_equal(codes.slot_ids[codes.slots_of(live)], live)
+    assert not np.isin(codes.free, codes.slots_of(live)).any()
+    for q, b in zip(qs, before):
+        a = eng.search(q, limit=10, oversampling=2.0)
+        np.testing.assert_array_equal(a.ids, b.ids)
+        np.testing.assert_array_equal(a.scores, b.scores)
+    # writes after it: fresh ids, reused free slots, replacements, deletes
+    new = np.arange(n, n + 150)
+    eng.upsert(new, rng.standard_normal((150, d)).astype(np.float32))
+    eng.upsert(np.arange(1, 40, 2), qs[np.arange(20) % len(qs)] * 3.0)
+    eng.delete(np.arange(5, 60, 10))
+    assert eng.count() == n - n // 10 + 150 - 6
+    hit = eng.search(qs[0], limit=1)
+    assert hit.ids[0] in np.arange(1, 40, 2)[np.arange(20) % len(qs) == 0]
+    want = [eng.search(q, limit=10, oversampling=2.0) for q in qs]
+    eng.close()
+    eng = ShardEngine.open(path)  # the graph saved by id comes back, in walk order again
+    for q, b in zip(qs, want):
+        a = eng.search(q, limit=10, oversampling=2.0)
+        np.testing.assert_array_equal(a.ids, b.ids)
+        np.testing.assert_allclose(a.scores, b.scores, rtol=1e-6)
+    assert (np.diff(eng._codes.graph.levels[:eng._codes.high].astype(np.int64)) <= 0).all()
+    eng.close()
