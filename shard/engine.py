@@ -7,7 +7,8 @@ A search runs in three steps, each in one place:
    ``ceil(limit * oversampling)`` per query (with ``config.hnsw`` set, an
    HNSW graph over the same codes finds them instead: ``_graph_candidates``);
 2. rescoring (``_rescore``): those candidates' originals are read from LMDB in
-   one read transaction and scored exactly;
+   one read transaction and scored exactly, where they lie in the data file
+   when the shard has a current table of their leaf nodes (``_node_table``);
 3. rerank: candidates sorted by exact score; the shard returns all of them (the
    coordinator merges shards and takes the global head).
 
@@ -542,7 +543,9 @@ class ShardEngine:
         self.searches += len(Q)
         if self._codes is not None and self._codes.stale:
             with self._rw.exclusive():
-                self._codes.refresh()
+                renumbered = self._codes.refresh()
+            if renumbered:  # the replaced arrays' blocks go back to the system
+                release_free_memory()
         with self._rw.shared():
             index, codes = self._index, self._codes
             if index is None or codes.n == 0:

@@ -167,14 +167,17 @@ class CodeStore:
     def stale(self) -> bool:
         return self._layout is None
 
-    def refresh(self) -> None:
+    def refresh(self) -> bool:
         """Rebuild the layout, compacting first when writes disordered the slots.
+        Returns whether it renumbered (the old arrays were freed: worth a trim).
 
         Renumbers slots, so the caller must exclude every reader of slots.
         """
-        if self._disorder * 16 > self.n or (self.n < 4096 and self._disorder):
+        renumber = self._disorder * 16 > self.n or (self.n < 4096 and self._disorder)
+        if renumber:
             self.compact()
         self.layout()
+        return bool(renumber)
 
     def compact(self) -> None:
         offsets, members = build_lists(self.list_of_slot[: self.high], self.nlist)
@@ -218,6 +221,8 @@ class CodeStore:
         arrays = (self.codes, self.factors, self.half_sqnorm, self.list_of_slot, self.slot_ids, self.free)
         layout = sum(a.nbytes for a in self._layout) if self._layout else 0
         held = 0 if self._cent16 is None else self._cent16[1].nbytes + self._cent16[2].nbytes
+        nodes = self.row_nodes
+        held += 0 if nodes is None else nodes[1].nbytes
         # numba's typed dict: ~16 bytes of entry plus index and hash per key
         return int(sum(a.nbytes for a in arrays) + layout + held + 48 * self.n)
 

@@ -208,11 +208,13 @@ class GraphCodeStore(CodeStore):
         super().__init__(*args, **kw)
         self.graph = HnswGraph(m, ef_construct, seed)
 
-    def refresh(self) -> None:
-        if self._disorder * 16 > self.n or (self.n < 4096 and self._disorder):
+    def refresh(self) -> bool:
+        renumber = self._disorder * 16 > self.n or (self.n < 4096 and self._disorder)
+        if renumber:
             self.reorder()
         self._disorder = 0
         self.layout()
+        return bool(renumber)
 
     def compact(self) -> None:
         self.refresh()
