@@ -293,6 +293,13 @@ def test_located_rescoring_follows_writes_and_deletes(tmp_path, kind, distance):
     before = pages.located_reads
     check(np.arange(n), x)
     assert pages.located_reads >= before + len(q)
+    before = pages.located_reads
+    batch = eng.search_batch(q, limit=10, oversampling=2.0)  # the union read at its nodes
+    assert pages.located_reads == before + 1
+    for v, b in zip(q, batch):
+        one = eng.search(v, limit=10, oversampling=2.0)
+        np.testing.assert_array_equal(b.ids, one.ids)
+        np.testing.assert_allclose(b.scores, one.scores, rtol=1e-6)
 
     # the first 40 points become the queries themselves: the top of every search
     moved = np.arange(40)
