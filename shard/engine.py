@@ -59,7 +59,7 @@ ENCODE_BLOCK = 4096
 LOCATE_MIN_POINTS = 2_048
 #: After building that table, the next build waits this many times as long as the
 #: build took: under a stream of writes (each makes the table stale) the builds
-#: hold at most ~1/(1 + LOCATE_PAUSE) of one core and of the shared lock.
+#: take at most ~1/(1 + LOCATE_PAUSE) of one core.
 LOCATE_PAUSE = 10.0
 
 FORMAT_VERSION = b"1"
@@ -665,24 +665,36 @@ class ShardEngine:
 
     def _locate(self) -> None:
         """Build the node table of the current snapshot and slots (a thread of
-        ``_node_table``): one pass over the leaves, ~8 ms at 100k points."""
+        ``_node_table``): one pass over the leaves, ~8 ms at 100k points.
+
+        The pass holds only the store's map guard (no map growth under its read
+        transaction), not the engine's lock, so writes are not held up by it; the
+        keys are mapped to slots and the table published under the lock. A
+        table is used only by transactions of the same snapshot id, and those
+        see the slots it was mapped with: any write between the pass and the
+        mapping commits a newer snapshot (see ``_node_table``).
+        """
         t0 = time.monotonic()
         try:
-            with self._rw.shared():
-                codes = self._codes
-                if codes is None or getattr(self.store, "closed", False):
+            with self.store.map_guard.shared():
+                if getattr(self.store, "closed", False):
                     return
                 with self.store.read_txn() as txn:
+                    tid = txn.id()
                     got = self.store.pages.nodes(txn)
-                    if got is None:
-                        return
-                    keys, nodes = got
-                    slots = codes.slots_of(keys)
-                    table = np.full(len(codes.slot_ids), -1, np.int64)
-                    ok = slots >= 0
-                    table[slots[ok]] = nodes[ok]
-                    codes.row_nodes = (txn.id(), table)
-                    self.node_tables_built += 1
+            if got is None:
+                return
+            keys, nodes = got
+            with self._rw.shared():
+                codes = self._codes
+                if codes is None:
+                    return
+                slots = codes.slots_of(keys)
+                table = np.full(len(codes.slot_ids), -1, np.int64)
+                ok = slots >= 0
+                table[slots[ok]] = nodes[ok]
+                codes.row_nodes = (tid, table)
+                self.node_tables_built += 1
         except Exception:  # a cache: searches read by descent without it
             log.exception("shard %s: locating originals failed", self.path)
         finally:
