@@ -17,7 +17,9 @@ product, and the *negated* L2 distance for euclid.
 
 Concurrency: one writer at a time (``_write_lock``); searches run in parallel
 with each other and with LMDB commits, and are excluded only while a write
-mutates the in-RAM arrays or the LMDB map grows (``_rw``).
+mutates the in-RAM arrays or the LMDB map grows (``_rw``). One helper thread
+at a time builds the table of where the originals lie (``_locate``); ``close``
+waits for it.
 """
 
 from __future__ import annotations
