@@ -30,11 +30,16 @@ class RWLock:
         return self._exclusive
 
 
-class _Shared:
+class _Side:
+    """One side of an ``RWLock``, as a reusable context manager (no state of its own)."""
     __slots__ = ("_lock",)
 
     def __init__(self, lock: RWLock) -> None:
         self._lock = lock
+
+
+class _Shared(_Side):
+    __slots__ = ()
 
     def __enter__(self) -> None:
         lk = self._lock
@@ -51,11 +56,8 @@ class _Shared:
                 lk._cond.notify_all()
 
 
-class _Exclusive:
-    __slots__ = ("_lock",)
-
-    def __init__(self, lock: RWLock) -> None:
-        self._lock = lock
+class _Exclusive(_Side):
+    __slots__ = ()
 
     def __enter__(self) -> None:
         lk = self._lock

@@ -127,24 +127,39 @@ def lookup_rows(mem, psize, root, keys, row_bytes, out, found):
         node = pick[i]
         if node < 0:
             continue
-        if (_u16(mem, node) | (_u16(mem, node + 2) << 16)) != row_bytes:
+        at = _value_offset(mem, psize, node, row_bytes)
+        if at < 0:
             return -1
-        at = node + NODE_HEADER + 8
-        if _u16(mem, node + 4) & F_BIGDATA:  # the value is on overflow pages
-            ov = np.int64(0)
-            for b in range(8):
-                ov |= np.int64(mem[at + b]) << (8 * b)
-            at = ov * psize + PAGE_HEADER
-        if at < 0 or at + row_bytes > size:
-            return -1
-        # through 1-d views: LLVM turns this loop into a vector copy (indexing the 2-d
-        # array inside it kept it a byte loop, 60x slower)
-        dst = out[i]
-        src = mem[at:at + row_bytes]
-        for b in range(row_bytes):
-            dst[b] = src[b]
+        _copy_row(mem, at, out[i])
         found[i] = 1
     return 0
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _value_offset(mem, psize, node, row_bytes):
+    """Byte offset of the value of the leaf node at ``node`` (inline, or on
+    overflow pages), checked to be ``row_bytes`` long and inside the map; -1
+    when it is not."""
+    if (_u16(mem, node) | (_u16(mem, node + 2) << 16)) != row_bytes:
+        return -1
+    at = node + NODE_HEADER + 8
+    if _u16(mem, node + 4) & F_BIGDATA:  # the value is on overflow pages
+        ov = np.int64(0)
+        for b in range(8):
+            ov |= np.int64(mem[at + b]) << (8 * b)
+        at = ov * psize + PAGE_HEADER
+    if at < 0 or at + row_bytes > mem.shape[0]:
+        return -1
+    return at
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _copy_row(mem, at, dst):
+    """dst[:] = mem[at:at + len(dst)], through 1-d views: LLVM turns this loop into
+    a vector copy (indexing a 2-d array inside it kept it a byte loop, 60x slower)."""
+    src = mem[at:at + dst.shape[0]]
+    for b in range(dst.shape[0]):
+        dst[b] = src[b]
 
 
 # -- every value's place, and reads by place -----------------------------------
@@ -217,22 +232,11 @@ def prefetch_nodes(mem, node_of, slots, row_bytes):
 
 @njit(nogil=True, cache=True, inline="always")
 def value_at(mem, psize, node, key, row_bytes):
-    """Byte offset of the value of the leaf node at ``node``, checked to be key's
-    and ``row_bytes`` long (inline or on overflow pages); -1 when it is not."""
-    size = mem.shape[0]
-    if node < 0 or node + NODE_HEADER + 8 > size or _u16(mem, node + 6) != 8 or _key_be(mem, node) != key:
+    """``_value_offset`` of the leaf node at ``node``, checked first to hold
+    ``key``; -1 when it does not."""
+    if node < 0 or node + NODE_HEADER + 8 > mem.shape[0] or _u16(mem, node + 6) != 8 or _key_be(mem, node) != key:
         return -1
-    if (_u16(mem, node) | (_u16(mem, node + 2) << 16)) != row_bytes:
-        return -1
-    at = node + NODE_HEADER + 8
-    if _u16(mem, node + 4) & F_BIGDATA:
-        ov = np.int64(0)
-        for b in range(8):
-            ov |= np.int64(mem[at + b]) << (8 * b)
-        at = ov * psize + PAGE_HEADER
-    if at < 0 or at + row_bytes > size:
-        return -1
-    return at
+    return _value_offset(mem, psize, node, row_bytes)
 
 
 @njit(nogil=True, cache=True, boundscheck=False)
@@ -252,9 +256,6 @@ def rows_at(mem, psize, node_of, slots, keys, row_bytes, out, found):
         at = value_at(mem, psize, node, keys[i], row_bytes)
         if at < 0:
             return -1
-        dst = out[i]
-        src = mem[at:at + row_bytes]
-        for b in range(row_bytes):
-            dst[b] = src[b]
+        _copy_row(mem, at, out[i])
         found[i] = 1
     return 0

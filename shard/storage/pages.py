@@ -67,6 +67,20 @@ class PageReader:
                     self._views = (mem, mem[: len(mem) & ~3].view(np.float32))
         return mem
 
+    def _mapped(self, read) -> bool:
+        """Run ``read(mem, memf)`` (True when the pages held what it needed) over the
+        current map, and once more over a fresh one when it fails: a page or node
+        past the map means the file grew after it was mapped. False (counted as a
+        fallback) when that fails too: the caller reads through LMDB."""
+        for attempt in range(2):
+            if attempt:
+                self._map(os.path.getsize(self.data_file))
+            mem, memf = self._views
+            if read(mem, memf):
+                return True
+        self.fallbacks += 1
+        return False
+
     def close(self) -> None:
         """Drop the map (the store is closing: no read is in progress)."""
         with self._lock:
@@ -105,13 +119,9 @@ class PageReader:
             return np.zeros(n, bool), np.zeros((0, self.row_bytes), np.uint8)
         out = np.empty((n, self.row_bytes), np.uint8)
         found = np.empty(n, np.uint8)
-        mem = self._map((root + 1) * self.psize)
-        if lookup_rows(mem, self.psize, root, keys, self.row_bytes, out, found) != 0:
-            # a page past the map: the file grew after it was mapped; map again once
-            mem = self._map(os.path.getsize(self.data_file))
-            if lookup_rows(mem, self.psize, root, keys, self.row_bytes, out, found) != 0:
-                self.fallbacks += 1
-                return None
+        if not self._mapped(lambda mem, memf: lookup_rows(mem, self.psize, root, keys, self.row_bytes,
+                                                          out, found) == 0):
+            return None
         found = found.view(bool)
         return found, (out if found.all() else out[found])
 
@@ -141,12 +151,9 @@ class PageReader:
         out = np.empty((n, self.row_bytes), np.uint8)
         found = np.empty(n, np.uint8)
         slots = np.ascontiguousarray(slots, np.int64)
-        if rows_at(self._mem, self.psize, node_of, slots, keys, self.row_bytes, out, found) != 0:
-            # a node past the map (the file grew after it was mapped): map again once
-            mem = self._map(os.path.getsize(self.data_file))
-            if rows_at(mem, self.psize, node_of, slots, keys, self.row_bytes, out, found) != 0:
-                self.fallbacks += 1
-                return None
+        if not self._mapped(lambda mem, memf: rows_at(mem, self.psize, node_of, slots, keys, self.row_bytes,
+                                                      out, found) == 0):
+            return None
         self.located_reads += 1
         found = found.view(bool)
         return found, (out if found.all() else out[found])
@@ -160,13 +167,13 @@ class PageReader:
         slots = np.ascontiguousarray(slots, np.int64)
         out_keys = np.empty(len(keys), np.uint64)
         out_ranks = np.empty(len(keys), np.float32)
-        for attempt in range(2):
-            mem, memf = self._views
-            n = located_ranks(mem, memf, self.psize, node_of, slots, keys, q, use_sqnorm, out_keys, out_ranks)
-            if n >= 0:
-                self.located_reads += 1
-                return out_keys[:n], out_ranks[:n]
-            if attempt == 0:  # a node past the map (the file grew since): map again once
-                self._map(os.path.getsize(self.data_file))
-        self.fallbacks += 1
-        return None
+        got = [0]
+
+        def rank(mem, memf):
+            got[0] = located_ranks(mem, memf, self.psize, node_of, slots, keys, q, use_sqnorm, out_keys, out_ranks)
+            return got[0] >= 0
+
+        if not self._mapped(rank):
+            return None
+        self.located_reads += 1
+        return out_keys[:got[0]], out_ranks[:got[0]]
