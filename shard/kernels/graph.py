@@ -20,7 +20,11 @@ compiles only the branch a call's array types take):
 * product, ``b`` (M, dsub, K) codebooks, transposed: ``x_v = off[l_v] +
   concat_j b[j, :, codes[v, j]]`` (cut to d), so ``score(p, v) = <p, off[l_v]> +
   sum_j lut[j, codes[v, j]]`` with the point prepared as its lookup table
-  ``lut[j, k] = <p_j, b[j, :, k]>`` (M, K).
+  ``lut[j, k] = <p_j, b[j, :, k]>`` (M, K). A search walks the table in bytes
+  (``product.byte_table``: one scale for all rows, the rows' minima moved into
+  ``base``): 24 KB at x16 stays in L1 where the float table (96 KB) did not,
+  and the walk is 1.1x faster at equal candidate recall (x4 to x64 measured);
+  the build keeps the float table.
 
 In both, ``base = off @ p`` (nlist,) is per point and ``hsq[v]`` is
 subtracted for euclid. A search's ``base`` comes from ``layout.list_base``
@@ -40,11 +44,11 @@ the links of the one after. Scoring with an int16 query and int32 sums
 """
 
 import numpy as np
-from numba import njit
+from numba import njit, types
 from numba.extending import overload
 
 from shard.kernels.prefetch import prefetch2 as _prefetch
-from shard.kernels.product import product_lut
+from shard.kernels.product import byte_table, product_lut
 from shard.kernels.topk import heap_push, heap_sorted
 
 
@@ -71,7 +75,19 @@ def _score(pb, base, lists, codes, hsq, use_sqnorm, v):
 @overload(_score, inline="always", jit_options={"fastmath": True, "boundscheck": False})
 def _score_kind(pb, base, lists, codes, hsq, use_sqnorm, v):
     # chosen by pb's type when a kernel is compiled: numba does not prune a
-    # branch on ndim inside a function inlined as IR, so the kinds are two bodies
+    # branch on ndim inside a function inlined as IR, so the kinds are separate bodies
+    if isinstance(pb, types.BaseTuple):
+        def byte_lookup(pb, base, lists, codes, hsq, use_sqnorm, v):
+            table, scale = pb
+            acc = np.int32(0)
+            for j in range(table.shape[0]):
+                acc += np.int32(table[j, codes[v, j]])
+            s = base[max(lists[v], 0)] + scale * np.float32(acc)
+            if use_sqnorm:
+                s -= hsq[v]
+            return s
+        return byte_lookup
+
     if pb.ndim == 1:
         def affine(pb, base, lists, codes, hsq, use_sqnorm, v):
             acc = base[max(lists[v], 0)]
@@ -90,6 +106,28 @@ def _score_kind(pb, base, lists, codes, hsq, use_sqnorm, v):
             acc -= hsq[v]
         return acc
     return lookup
+
+
+def _walked(p, bq, table, mins, bq_out):
+    """The prepared point p (and its list base bq) as a search walks it. Kernels only."""
+    raise NotImplementedError("_walked is compiled into the graph kernels")
+
+
+@overload(_walked, inline="always", jit_options={"fastmath": True, "boundscheck": False})
+def _walked_kind(p, bq, table, mins, bq_out):
+    if p.ndim == 1:
+        def as_is(p, bq, table, mins, bq_out):
+            return p, bq
+        return as_is
+
+    def as_bytes(p, bq, table, mins, bq_out):
+        # a lookup table walks as bytes (M x K, 24 KB at x16: it stays in L1);
+        # the rows' minima move into the list base
+        scale, bias = byte_table(p, table, mins)
+        for t in range(bq.shape[0]):
+            bq_out[t] = bq[t] + bias
+        return (table, scale), bq_out
+    return as_bytes
 
 
 @njit(nogil=True, cache=True, fastmath=True, boundscheck=False)
@@ -273,9 +311,11 @@ def graph_search(pb, base, lists, codes, hsq, use_sqnorm, links0, deg0, up, upde
     res_i = np.empty(ef, np.int64)
     ent_s = np.empty(1, np.float32)
     ent_i = np.empty(1, np.int32)
+    table = np.empty(pb.shape[1:], np.uint8) if pb.ndim == 3 else np.empty((0, 0), np.uint8)
+    mins = np.empty(table.shape[0], np.float32)
+    bq_out = np.empty(base.shape[1], np.float32)
     for qi in range(m):
-        p = pb[qi]
-        bq = base[qi]
+        p, bq = _walked(pb[qi], base[qi], table, mins, bq_out)
         v = entry
         sv = _score(p, bq, lists, codes, hsq, use_sqnorm, v)
         for level in range(state[1], 0, -1):

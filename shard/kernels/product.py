@@ -34,6 +34,33 @@ def product_lut(x, books_t, out):
 
 
 @njit(nogil=True, cache=True, fastmath=True, boundscheck=False)
+def byte_table(lut, out, mins):
+    """A lookup table (M, K) float32 in bytes: ``lut[j, c] ~ mins[j] + scale *
+    out[j, c]``, one scale for all rows (so byte sums add up), each entry within
+    scale / 2. Writes out (M, K) uint8 and mins (M,) float32; returns (scale,
+    sum of mins). A constant table gets scale 1 and all-zero bytes."""
+    M, K = lut.shape
+    span = np.float32(0.0)
+    bias = np.float32(0.0)
+    for j in range(M):
+        lo = lut[j, 0]
+        hi = lut[j, 0]
+        for c in range(1, K):
+            lo = min(lo, lut[j, c])
+            hi = max(hi, lut[j, c])
+        mins[j] = lo
+        bias += lo
+        span = max(span, hi - lo)
+    scale = span / np.float32(255.0) if span > 0 else np.float32(1.0)
+    inv = np.float32(1.0) / scale
+    for j in range(M):
+        lo = mins[j]
+        for c in range(K):
+            out[j, c] = np.uint8(min(np.float32(255.0), (lut[j, c] - lo) * inv + np.float32(0.5)))
+    return scale, bias
+
+
+@njit(nogil=True, cache=True, fastmath=True, boundscheck=False)
 def product_luts(qpad, books_t):
     """Lookup tables for m queries.
 
