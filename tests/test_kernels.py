@@ -73,11 +73,14 @@ def test_scan_kernel_matches_reference(name, make, dim, use_sqnorm, compacted):
     for qi in range(len(q)):
         slots = out_i[qi]
         ids = store.slot_ids[slots].astype(np.int64)
+        tol = 2e-3 * scale
+        if name.startswith("product"):  # the table is summed in bytes: each entry within half a step
+            tol += prepared.shape[1] * 0.5 * np.ptp(prepared[qi], axis=1).max() / 255
         # the kernel's score of each returned point equals the reference's
-        np.testing.assert_allclose(out_s[qi], ref[qi, ids], rtol=0, atol=2e-3 * scale)
+        np.testing.assert_allclose(out_s[qi], ref[qi, ids], rtol=0, atol=tol)
         # and it returned a true top-k of the reference scores (up to ties within tolerance)
         kth = np.sort(ref[qi])[::-1][k - 1]
-        assert ref[qi, ids].min() >= kth - 2e-3 * scale
+        assert ref[qi, ids].min() >= kth - 2 * tol
         assert np.all(np.diff(out_s[qi]) <= 0)
 
 
