@@ -43,13 +43,14 @@ NPROBE = 8
 #: by their codes' distances, Qdrant's by the originals'), each searched at several beam
 #: widths (a search's effort); the report takes the fastest that reaches Qdrant's recall.
 HNSW = HnswConfig(m=16, ef_construct=160, ef=128)
-EFFORTS = (96, 104, 112, 120, 128)
+EFFORTS = (80, 88, 96, 104, 112, 120, 128)
 #: Product codes rank the candidates less well than int8: at oversampling 4 their recall
-#: still climbs past beam 128 (0.985 at 96, 0.989 at 128 on docs384), so wider beams too.
-PQ_EFFORTS = EFFORTS + (144, 160)
+#: still climbs past beam 128 (candidate recall@40 on docs384 0.990 at 96, 0.993 at 128),
+#: so a wider beam too.
+PQ_EFFORTS = EFFORTS + (144,)
 #: int8 with the 0.999 quantile ranks the head well enough that at oversampling 1 a
 #: narrower beam reaches Qdrant's recall (0.976 at beam 64-72 on docs384).
-NARROW_EFFORTS = (64, 72, 80, 88) + EFFORTS
+NARROW_EFFORTS = (64, 72) + EFFORTS
 #: The 1-bit IVF searched also with a fixed number of lists (a search's effort) beside the
 #: default rule (enough lists to hold 400 x limit x oversampling points, which grows with
 #: oversampling): the report takes the cheapest reaching Qdrant's recall.
@@ -89,8 +90,12 @@ def machine() -> dict:
 
 def build(path: str, xb: np.ndarray, quant: QuantizationConfig,
           hnsw: HnswConfig | None = None) -> tuple[ShardEngine, float]:
+    # A graph keeps the engine's default lists (its codes' residual centroids: 566 at
+    # 100k): with 1,024 the product codes ranked worse (docs384 candidate recall@40 at
+    # beam 96: 0.9858 against 0.9900) and a query's list base costs twice as much.
+    index = IndexConfig() if hnsw else IndexConfig(nlist=NLIST, nprobe=NPROBE)
     eng = ShardEngine.create(path, CollectionConfig(dim=xb.shape[1], distance="cosine", quantization=quant,
-                                                    index=IndexConfig(nlist=NLIST, nprobe=NPROBE), hnsw=hnsw))
+                                                    index=index, hnsw=hnsw))
     t = time.perf_counter()
     for s in range(0, len(xb), 10_000):
         eng.upsert(np.arange(s, min(s + 10_000, len(xb))), xb[s:s + 10_000])
