@@ -12,6 +12,7 @@ from shard.errors import InvalidArgument
 from shard.index import hnsw
 from shard.index.code_store import CodeStore
 from shard.index.hnsw import HnswGraph
+from shard.kernels.dot8 import HAS_VNNI
 
 
 def clustered(n, d, seed, k=20, spread=0.35):
@@ -58,10 +59,15 @@ def test_graph_search_matches_numpy_reference_when_exhaustive(dtype, use_sqnorm)
     ref = Q @ X.T - (hsq[None, :] if use_sqnorm else 0.0)  # the slow, obviously-correct twin
     assert (counts == k).all()
     for qi in range(len(Q)):
-        np.testing.assert_allclose(out_s[qi], ref[qi, out_i[qi]], rtol=1e-4, atol=1e-4)
+        got = out_i[qi]
+        tol = np.full(k, 1e-4)
+        if dtype == np.uint8 and HAS_VNNI:  # the walk holds the query in two bytes (dot8.py)
+            step = np.abs(pb[qi]).max() / 16256
+            tol += 0.5 * step * codes[got].astype(np.float64).sum(axis=1)
+        np.testing.assert_array_less(np.abs(out_s[qi] - ref[qi, got]), tol * (1 + 1e-3) + 1e-4 * np.abs(ref[qi, got]))
         assert np.all(np.diff(out_s[qi]) <= 1e-6)  # best first
-        top = np.sort(ref[qi])[::-1][:k]
-        np.testing.assert_allclose(out_s[qi], top, rtol=1e-4, atol=1e-4)
+        # a true top k, up to ties within the tolerance
+        assert ref[qi, got].min() >= np.sort(ref[qi])[::-1][k - 1] - 2 * tol.max() - 1e-4
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.int32, np.float32])
