@@ -98,8 +98,8 @@ def row_sums(codes, v, hi, lo, j0):
 @njit(nogil=True, cache=True, boundscheck=False)
 def split_query(p, hi, lo):
     """Write p (d,) float32 as ``scale * (128 * hi + lo)``: hi (d,) int8 in
-    -127..127, lo (d,) int8 in 0..127, each entry within scale / 2. Returns scale
-    (1 for a zero row)."""
+    -127..127, lo (d,) int8 in 0..127, each entry within scale / 2 (up to float32
+    rounding of p / scale). Returns scale (1 for a zero row)."""
     top = np.float32(0.0)
     for j in range(p.shape[0]):
         top = max(top, abs(p[j]))

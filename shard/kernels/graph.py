@@ -134,7 +134,7 @@ def _walked_kind(p, bq, codes, table, mins, split, bq_out):
         if HAS_VNNI and codes.dtype == types.uint8:
             def as_split(p, bq, codes, table, mins, split, bq_out):
                 # int8 codes score against the query in two signed bytes, by
-                # vpdpbusd (dot8.py): a third of the walk's time was the float dot
+                # vpdpbusd (dot8.py): the float dot was about a fifth of the walk
                 scale = split_query(p, split[0], split[1])
                 return (address(split[0]), address(split[1]), scale, p.shape[0]), bq
             return as_split
