@@ -41,7 +41,7 @@ NPROBE = 8
 
 #: The HNSW graph option, built with a wider beam than Qdrant's 100 (our graph links nodes
 #: by their codes' distances, Qdrant's by the originals'), each searched at several beam
-#: widths (a search's effort); the report takes the fastest that reaches Qdrant's recall.
+#: widths (a search's effort); the report takes the narrowest that reaches Qdrant's recall.
 HNSW = HnswConfig(m=16, ef_construct=160, ef=128)
 EFFORTS = (80, 88, 96, 104, 112, 120, 128)
 #: Product codes rank the candidates less well than int8: at oversampling 4 their recall
