@@ -167,17 +167,22 @@ class CodeStore:
     def stale(self) -> bool:
         return self._layout is None
 
+    def _renumber_due(self) -> bool:
+        """Writes have placed or freed enough slots (1/16 of them; any below 4,096
+        points) that a refresh renumbers them."""
+        return bool(self._disorder * 16 > self.n or (self.n < 4096 and self._disorder))
+
     def refresh(self) -> bool:
         """Rebuild the layout, compacting first when writes disordered the slots.
         Returns whether it renumbered (the old arrays were freed: worth a trim).
 
         Renumbers slots, so the caller must exclude every reader of slots.
         """
-        renumber = self._disorder * 16 > self.n or (self.n < 4096 and self._disorder)
+        renumber = self._renumber_due()
         if renumber:
             self.compact()
         self.layout()
-        return bool(renumber)
+        return renumber
 
     def compact(self) -> None:
         offsets, members = build_lists(self.list_of_slot[: self.high], self.nlist)

@@ -209,12 +209,12 @@ class GraphCodeStore(CodeStore):
         self.graph = HnswGraph(m, ef_construct, seed)
 
     def refresh(self) -> bool:
-        renumber = self._disorder * 16 > self.n or (self.n < 4096 and self._disorder)
+        renumber = self._renumber_due()
         if renumber:
             self.reorder()
         self._disorder = 0
         self.layout()
-        return bool(renumber)
+        return renumber
 
     def compact(self) -> None:
         self.refresh()

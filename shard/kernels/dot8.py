@@ -76,8 +76,9 @@ def vnni_sums(typingctx, pc, ph, pl, d):
         start = builder.mul(n64, ir.Constant(d.type, 64))
         with cgutils.for_range_slice(builder, start, d, ir.Constant(d.type, 1)) as (j, _):
             c = builder.zext(builder.load(builder.gep(pc, [j])), i32)
-            builder.store(builder.add(builder.load(sum_h), builder.mul(c, builder.sext(builder.load(builder.gep(ph, [j])), i32))), sum_h)
-            builder.store(builder.add(builder.load(sum_l), builder.mul(c, builder.sext(builder.load(builder.gep(pl, [j])), i32))), sum_l)
+            for acc, p in ((sum_h, ph), (sum_l, pl)):
+                term = builder.mul(c, builder.sext(builder.load(builder.gep(p, [j])), i32))
+                builder.store(builder.add(builder.load(acc), term), acc)
         return context.make_tuple(builder, signature.return_type, [builder.load(sum_h), builder.load(sum_l)])
 
     return sig, codegen

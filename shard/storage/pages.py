@@ -67,19 +67,27 @@ class PageReader:
                     self._views = (mem, mem[: len(mem) & ~3].view(np.float32))
         return mem
 
-    def _mapped(self, read) -> bool:
-        """Run ``read(mem, memf)`` (True when the pages held what it needed) over the
-        current map, and once more over a fresh one when it fails: a page or node
-        past the map means the file grew after it was mapped. False (counted as a
-        fallback) when that fails too: the caller reads through LMDB."""
+    def _mapped(self, read) -> int:
+        """Run the kernel call ``read(mem, memf)`` (its result, negative when the
+        pages did not hold what it needed) over the current map, and once more over
+        a fresh one when it fails: a page or node past the map means the file grew
+        after it was mapped. Returns the result; negative (counted as a fallback)
+        when that fails too, and the caller reads through LMDB."""
         for attempt in range(2):
             if attempt:
                 self._map(os.path.getsize(self.data_file))
             mem, memf = self._views
-            if read(mem, memf):
-                return True
+            got = read(mem, memf)
+            if got >= 0:
+                return got
         self.fallbacks += 1
-        return False
+        return got
+
+    @staticmethod
+    def _found_rows(out: np.ndarray, found: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(found as bool, the rows of out that were found)."""
+        found = found.view(bool)
+        return found, (out if found.all() else out[found])
 
     def close(self) -> None:
         """Drop the map (the store is closing: no read is in progress)."""
@@ -119,11 +127,9 @@ class PageReader:
             return np.zeros(n, bool), np.zeros((0, self.row_bytes), np.uint8)
         out = np.empty((n, self.row_bytes), np.uint8)
         found = np.empty(n, np.uint8)
-        if not self._mapped(lambda mem, memf: lookup_rows(mem, self.psize, root, keys, self.row_bytes,
-                                                          out, found) == 0):
+        if self._mapped(lambda mem, memf: lookup_rows(mem, self.psize, root, keys, self.row_bytes, out, found)) < 0:
             return None
-        found = found.view(bool)
-        return found, (out if found.all() else out[found])
+        return self._found_rows(out, found)
 
     def nodes(self, txn) -> tuple[np.ndarray, np.ndarray] | None:
         """(keys (n,) uint64, byte offsets of their leaf nodes (n,) int64) of every
@@ -151,12 +157,11 @@ class PageReader:
         out = np.empty((n, self.row_bytes), np.uint8)
         found = np.empty(n, np.uint8)
         slots = np.ascontiguousarray(slots, np.int64)
-        if not self._mapped(lambda mem, memf: rows_at(mem, self.psize, node_of, slots, keys, self.row_bytes,
-                                                      out, found) == 0):
+        if self._mapped(lambda mem, memf: rows_at(mem, self.psize, node_of, slots, keys, self.row_bytes,
+                                                  out, found)) < 0:
             return None
         self.located_reads += 1
-        found = found.view(bool)
-        return found, (out if found.all() else out[found])
+        return self._found_rows(out, found)
 
     def ranks_at(self, node_of: np.ndarray, slots: np.ndarray, ids: np.ndarray, q: np.ndarray,
                  use_sqnorm: bool) -> tuple[np.ndarray, np.ndarray] | None:
@@ -167,13 +172,9 @@ class PageReader:
         slots = np.ascontiguousarray(slots, np.int64)
         out_keys = np.empty(len(keys), np.uint64)
         out_ranks = np.empty(len(keys), np.float32)
-        got = [0]
-
-        def rank(mem, memf):
-            got[0] = located_ranks(mem, memf, self.psize, node_of, slots, keys, q, use_sqnorm, out_keys, out_ranks)
-            return got[0] >= 0
-
-        if not self._mapped(rank):
+        n = self._mapped(lambda mem, memf: located_ranks(mem, memf, self.psize, node_of, slots, keys, q,
+                                                        use_sqnorm, out_keys, out_ranks))
+        if n < 0:
             return None
         self.located_reads += 1
-        return out_keys[:got[0]], out_ranks[:got[0]]
+        return out_keys[:n], out_ranks[:n]
