@@ -256,30 +256,31 @@ def test_pq_assign_matches_reference(dsub):
 
 
 @pytest.mark.parametrize("d", [8, 63, 64, 100, 384, 1024])
-def test_split_query_and_vnni_sums_match_the_plain_loop(d):
-    """A query in two signed bytes is within half a step of the float one; the
-    VNNI sums of a code row equal the plain loop's exactly (int32), for rows
-    that are and are not multiples of 64 bytes."""
+def test_byte_query_and_vnni_dot_match_the_plain_loop(d):
+    """A query in signed bytes is within half a step of the float one; the VNNI
+    sum of a code row equals the plain loop's exactly (int32), for rows that are
+    and are not multiples of 64 bytes."""
     from numba import njit
 
-    from shard.kernels.dot8 import HAS_VNNI, address, row_sums, split_query, vnni_sums
+    from shard.kernels.dot8 import HAS_VNNI, address, byte_query, row_dot, vnni_dot
     rng = np.random.default_rng(d)
     p = (rng.standard_normal(d) * rng.uniform(0.01, 2.0, d)).astype(np.float32)
-    hi, lo = np.empty(d, np.int8), np.empty(d, np.int8)
-    scale = split_query(p, hi, lo)
-    np.testing.assert_allclose(scale, np.abs(p).max() / 16256, rtol=1e-6)
-    assert lo.min() >= 0 and np.abs(hi.astype(np.int64)).max() <= 127
-    assert np.abs(scale * (128.0 * hi + lo) - p).max() <= (0.5 + 2e-3) * scale  # float32 rounding of p / scale
+    q = np.empty(d, np.int8)
+    scale = byte_query(p, q)
+    np.testing.assert_allclose(scale, np.abs(p).max() / 127, rtol=1e-6)
+    assert np.abs(q.astype(np.int64)).max() == 127
+    assert np.abs(scale * q - p).max() <= (0.5 + 1e-4) * scale  # float32 rounding of p / scale
     codes = rng.integers(0, 256, (5, d), dtype=np.uint8)
-    want = np.stack([codes.astype(np.int64) @ hi, codes.astype(np.int64) @ lo], axis=1)
-    loop = np.array([row_sums(codes, v, hi, lo, 0) for v in range(5)])
-    np.testing.assert_array_equal(loop, want)
+    want = codes.astype(np.int64) @ q
+    np.testing.assert_array_equal([row_dot(codes, v, q) for v in range(5)], want)
     if not HAS_VNNI:
         pytest.skip("this CPU has no AVX-512 VNNI: the walk scores int8 codes in float32 here")
 
     @njit
-    def sums(codes, v, hi, lo):
-        return vnni_sums(address(codes) + v * codes.strides[0], address(hi), address(lo), hi.shape[0])
+    def dot(codes, v, q):
+        return vnni_dot(address(codes) + v * codes.strides[0], address(q), q.shape[0])
 
-    np.testing.assert_array_equal(np.array([sums(codes, v, hi, lo) for v in range(5)]), want)
-    assert split_query(np.zeros(d, np.float32), hi, lo) == 1.0 and not hi.any() and not lo.any()
+    np.testing.assert_array_equal([dot(codes, v, q) for v in range(5)], want)
+    extreme = np.full((1, d), 255, np.uint8)  # the largest sum a row can reach
+    np.testing.assert_array_equal(dot(extreme, 0, np.full(d, -127, np.int8)), -255 * 127 * d)
+    assert byte_query(np.zeros(d, np.float32), q) == 1.0 and not q.any()

@@ -40,16 +40,16 @@ The walk is bound by memory, not arithmetic (100k x 384 int8 codes are 38 MB,
 unvisited neighbours and prefetches their code rows, then scores them, so the
 row loads overlap; it also prefetches the runner-up candidate's unseen rows and
 the links of the one after. On CPUs with AVX-512 VNNI a search holds an affine
-query over uint8 codes in two signed bytes and scores a row with ``vpdpbusd``
-(``dot8.py``: 1.04-1.12x faster walk, candidates unchanged on docs384); an int16
-query with ``vpmaddwd`` had measured no faster than float32.
+query over uint8 codes in signed bytes and scores a row with ``vpdpbusd``
+(``dot8.py``: a 1.1-1.2x faster walk than float32, candidates unchanged on
+docs384); an int16 query with ``vpmaddwd`` had measured no faster than float32.
 """
 
 import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
-from shard.kernels.dot8 import HAS_VNNI, address, split_query, vnni_sums
+from shard.kernels.dot8 import HAS_VNNI, address, byte_query, vnni_dot
 from shard.kernels.prefetch import prefetch2 as _prefetch
 from shard.kernels.product import byte_table, product_lut
 from shard.kernels.topk import heap_push, heap_sorted
@@ -79,17 +79,16 @@ def _score(pb, base, lists, codes, hsq, use_sqnorm, v):
 def _score_kind(pb, base, lists, codes, hsq, use_sqnorm, v):
     # chosen by pb's type when a kernel is compiled: numba does not prune a
     # branch on ndim inside a function inlined as IR, so the kinds are separate bodies
-    if isinstance(pb, types.BaseTuple) and len(pb) == 4:
-        def split_affine(pb, base, lists, codes, hsq, use_sqnorm, v):
-            # (address of hi, address of lo, scale, d): scalars, as an array
+    if isinstance(pb, types.BaseTuple) and len(pb) == 3:
+        def byte_affine(pb, base, lists, codes, hsq, use_sqnorm, v):
+            # (address of the query's bytes, scale, d): scalars, as an array
             # unpacked here would be reference-counted on every node
-            a, b = vnni_sums(address(codes) + v * codes.strides[0], pb[0], pb[1], pb[3])
-            scale = pb[2]
-            s = base[max(lists[v], 0)] + scale * (np.float32(128.0) * np.float32(a) + np.float32(b))
+            dot = vnni_dot(address(codes) + v * codes.strides[0], pb[0], pb[2])
+            s = base[max(lists[v], 0)] + pb[1] * np.float32(dot)
             if use_sqnorm:
                 s -= hsq[v]
             return s
-        return split_affine
+        return byte_affine
 
     if isinstance(pb, types.BaseTuple):
         def byte_lookup(pb, base, lists, codes, hsq, use_sqnorm, v):
@@ -123,27 +122,27 @@ def _score_kind(pb, base, lists, codes, hsq, use_sqnorm, v):
     return lookup
 
 
-def _walked(p, bq, codes, table, mins, split, bq_out):
+def _walked(p, bq, codes, table, mins, q8, bq_out):
     """The prepared point p (and its list base bq) as a search walks it. Kernels only."""
     raise NotImplementedError("_walked is compiled into the graph kernels")
 
 
 @overload(_walked, inline="always", jit_options={"fastmath": True, "boundscheck": False})
-def _walked_kind(p, bq, codes, table, mins, split, bq_out):
+def _walked_kind(p, bq, codes, table, mins, q8, bq_out):
     if p.ndim == 1:
         if HAS_VNNI and codes.dtype == types.uint8:
-            def as_split(p, bq, codes, table, mins, split, bq_out):
-                # int8 codes score against the query in two signed bytes, by
+            def as_bytes_query(p, bq, codes, table, mins, q8, bq_out):
+                # int8 codes score against the query in signed bytes, by
                 # vpdpbusd (dot8.py): the float dot was about a fifth of the walk
-                scale = split_query(p, split[0], split[1])
-                return (address(split[0]), address(split[1]), scale, p.shape[0]), bq
-            return as_split
+                scale = byte_query(p, q8)
+                return (address(q8), scale, p.shape[0]), bq
+            return as_bytes_query
 
-        def as_is(p, bq, codes, table, mins, split, bq_out):
+        def as_is(p, bq, codes, table, mins, q8, bq_out):
             return p, bq
         return as_is
 
-    def as_bytes(p, bq, codes, table, mins, split, bq_out):
+    def as_bytes(p, bq, codes, table, mins, q8, bq_out):
         # a lookup table walks as bytes (M x K, 24 KB at x16: it stays in L1);
         # the rows' minima move into the list base
         scale, bias = byte_table(p, table, mins)
@@ -336,10 +335,10 @@ def graph_search(pb, base, lists, codes, hsq, use_sqnorm, links0, deg0, up, upde
     ent_i = np.empty(1, np.int32)
     table = np.empty(pb.shape[1:], np.uint8) if pb.ndim == 3 else np.empty((0, 0), np.uint8)
     mins = np.empty(table.shape[0], np.float32)
-    split = np.empty((2, pb.shape[pb.ndim - 1]), np.int8)
+    q8 = np.empty(pb.shape[pb.ndim - 1], np.int8)
     bq_out = np.empty(base.shape[1], np.float32)
     for qi in range(m):
-        p, bq = _walked(pb[qi], base[qi], codes, table, mins, split, bq_out)
+        p, bq = _walked(pb[qi], base[qi], codes, table, mins, q8, bq_out)
         v = entry
         sv = _score(p, bq, lists, codes, hsq, use_sqnorm, v)
         for level in range(state[1], 0, -1):
