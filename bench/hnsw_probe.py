@@ -39,6 +39,7 @@ import numpy as np
 from bench.datasets import load_docs384, recall_at_k
 from shard.config import CollectionConfig, HnswConfig, IndexConfig, QuantizationConfig
 from shard.engine import ShardEngine
+from shard.index.code_store import int16_rows
 from shard.index.hnsw import HnswGraph
 from shard.kernels.exact import dot_rows_indexed
 from shard.quantization.scalar import ScalarQuantizer
@@ -226,18 +227,16 @@ def main(argv=None):
 
         def graph_fn(g, view, k, ef):
             out_s = np.empty((1, k), np.float32)
+            out_ids = np.empty((1, k), np.uint64)
             out_i = np.empty((1, k), np.int64)
             codes, off, lists, extra = views[view]
+            b = extra.books_t if view == "product" else extra
+            offq, oscale = int16_rows(off)
+            slot_ids = np.arange(len(codes), dtype=np.uint64)
 
             def one(i):
-                q = xq[i: i + 1]
-                base = np.ascontiguousarray(q @ off.T, np.float32)
-                if view == "product":
-                    lut, _ = extra.prepare(q)
-                    c = g.search(lut, base, lists, codes, hsq, False, ef, out_s, out_i)
-                else:
-                    pb = np.ascontiguousarray(q * extra, np.float32)
-                    c = g.search(pb, base, lists, codes, hsq, False, ef, out_s, out_i)
+                c = g.search(xq[i: i + 1], b, offq, oscale, lists, codes, hsq, False, ef, slot_ids, out_s, out_ids,
+                             out_i)
                 return rescore(xb, xq[i], out_i[0, : c[0]])
             return one
 

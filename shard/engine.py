@@ -607,13 +607,10 @@ class ShardEngine:
     def _graph_candidates(self, index: _Index, codes, Q, k, ef):
         """Step 1 through the HNSW graph: top-k per query on the codes, with a
         beam of max(ef, k). Returns lists of (ids, approx ranks, slots)."""
-        prepared, const = index.quantizer.prepare(Q)
-        base = codes.query_base(index.centroids, Q, const)
-        out_s = np.empty((len(Q), k), np.float32)  # the first counts[i] of row i are written
-        out_i = np.empty((len(Q), k), np.int64)
-        counts = codes.graph.search(prepared, base, codes.list_of_slot, codes.codes, codes.half_sqnorm,
-                                    self.use_sqnorm, max(int(ef), k), out_s, out_i)
-        return _per_query(codes, out_s, out_i, counts)
+        ids, scores, slots, counts = codes.search(index.quantizer, index.centroids, Q, k, ef, self.use_sqnorm)
+        rows = range(len(counts))
+        return ([ids[i, :counts[i]] for i in rows], [scores[i, :counts[i]] for i in rows],
+                [slots[i, :counts[i]] for i in rows])
 
     def _gather(self, txn, id_lists, slot_lists=None, codes=None):
         """Originals of the union of candidate ids, read once for the batch (by

@@ -10,7 +10,7 @@ from shard.config import CollectionConfig, HnswConfig, IndexConfig, Quantization
 from shard.engine import ShardEngine
 from shard.errors import InvalidArgument
 from shard.index import hnsw
-from shard.index.code_store import CodeStore
+from shard.index.code_store import CodeStore, int16_rows
 from shard.index.hnsw import HnswGraph
 from shard.kernels.dot8 import HAS_VNNI, byte_query
 
@@ -24,6 +24,21 @@ def clustered(n, d, seed, k=20, spread=0.35):
 
 def recall(found, truth, k=10):
     return float(np.mean([len(set(f[:k].tolist()) & set(t[:k].tolist())) / k for f, t in zip(found, truth)]))
+
+
+def walk(g, Q, b, off, lists, codes, hsq, use_sqnorm, ef, k):
+    """Search g through the view (b, off), its offsets held in int16 as the engine
+    holds them. Returns (scores, slots, counts, off as held)."""
+    offq, oscale = int16_rows(off)
+    out_s = np.empty((len(Q), k), np.float32)
+    out_ids = np.empty((len(Q), k), np.uint64)
+    out_i = np.empty((len(Q), k), np.int64)
+    slot_ids = np.arange(len(codes), dtype=np.uint64)
+    counts = g.search(np.ascontiguousarray(Q, np.float32), b, offq, oscale, lists, codes, hsq, use_sqnorm, ef,
+                      slot_ids, out_s, out_ids, out_i)
+    for qi, c in enumerate(counts):
+        np.testing.assert_array_equal(out_ids[qi, :c], out_i[qi, :c])  # ids read from the slots
+    return out_s, out_i, counts, (offq * oscale).astype(np.float32)
 
 
 def affine_setup(n, d, nlist, seed, dtype):
@@ -51,11 +66,11 @@ def test_graph_search_matches_numpy_reference_when_exhaustive(dtype, use_sqnorm)
     g = HnswGraph(8, 64, seed=0)
     g.insert(np.arange(n), X, hsq, codes, off, lists, b, hsq, use_sqnorm)
     Q = np.random.default_rng(2).standard_normal((7, d)).astype(np.float32)
-    pb = np.ascontiguousarray(Q * b, np.float32)
-    base = np.ascontiguousarray(Q @ off.T, np.float32)
-    out_s = np.empty((len(Q), k), np.float32)
-    out_i = np.empty((len(Q), k), np.int64)
-    counts = g.search(pb, base, lists, codes, hsq, use_sqnorm, n, out_s, out_i)  # ef = n: exhaustive
+    # ef = n: exhaustive; the twin reads the offsets as the walk holds them (int16)
+    out_s, out_i, counts, off = walk(g, Q, b, off, lists, codes, hsq, use_sqnorm, n, k)
+    pb = Q * b
+    base = Q @ off.T
+    X = off[lists] + b * codes.astype(np.float32)
     ref = Q @ X.T - (hsq[None, :] if use_sqnorm else 0.0)  # the slow, obviously-correct twin
     if dtype == np.uint8 and HAS_VNNI:
         # the walk holds the query in signed bytes (dot8.py): the twin scores
@@ -127,10 +142,8 @@ def test_graph_over_product_codes_matches_numpy_reference(use_sqnorm):
     pad = np.zeros((3, M * books.shape[2]), np.float32)
     pad[:, :d] = Q
     lut = np.einsum("mjt,jkt->mjk", pad.reshape(3, M, -1), books).astype(np.float32)
-    base = (Q @ off.T).astype(np.float32)
-    out_s = np.empty((3, k), np.float32)
-    out_i = np.empty((3, k), np.int64)
-    g.search(lut, base, lists, codes, hsq, use_sqnorm, n, out_s, out_i)
+    out_s, out_i, _, off_held = walk(g, Q, books_t, off, lists, codes, hsq, use_sqnorm, n, k)
+    X = off_held[lists] + (X - off[lists])  # the walk reads the offsets as held in int16
     for qi in range(3):
         ref = Q[qi] @ X.T - (hsq if use_sqnorm else 0.0)
         # the walk sums the table in bytes: each entry within half a step, one step
@@ -145,8 +158,8 @@ def test_graph_over_product_codes_matches_numpy_reference(use_sqnorm):
     gf = HnswGraph(6, 40)
     gf.insert(np.arange(n), X, hsq, X, np.zeros((1, d), np.float32), zeros, np.ones(d, np.float32), hsq, use_sqnorm)
     assert (gf.links0 == g.links0).mean() >= 0.99
-    fs, fi = np.empty_like(out_s), np.empty_like(out_i)
-    gf.search(Q.copy(), np.zeros((3, 1), np.float32), zeros, X, hsq, use_sqnorm, n, fs, fi)
+    _, fi, _, _ = walk(gf, Q, np.ones(d, np.float32), np.zeros((1, d), np.float32), zeros, X, hsq, use_sqnorm,
+                       n, k)
     for qi in range(3):
         assert len(set(fi[qi].tolist()) & set(out_i[qi].tolist())) >= k - 1
 
@@ -203,13 +216,11 @@ def test_graph_recall_on_seeded_data_and_deleted_nodes_never_returned():
         sl = np.arange(s, s + 1000)
         g.insert(sl, x[sl], zeros[sl], x, off, lists, b, zeros, False)
     truth = np.argsort(-(q @ x.T), axis=1)[:, :10]
-    out_s = np.empty((len(q), 10), np.float32)
-    out_i = np.empty((len(q), 10), np.int64)
-    g.search(q.copy(), np.zeros((len(q), 1), np.float32), lists, x, zeros, False, 128, out_s, out_i)
+    _, out_i, _, _ = walk(g, q, b, off, lists, x, zeros, False, 128, 10)
     assert recall(out_i, truth) >= 0.95
     gone = np.unique(truth[:, 0])
     g.mark_deleted(gone)
-    g.search(q.copy(), np.zeros((len(q), 1), np.float32), lists, x, zeros, False, 128, out_s, out_i)
+    _, out_i, _, _ = walk(g, q, b, off, lists, x, zeros, False, 128, 10)
     assert not np.isin(out_i, gone).any()
     alive = np.ones(n, bool)
     alive[gone] = False
@@ -388,14 +399,15 @@ def test_visited_stamps_wrap_in_their_own_dtype():
     g = HnswGraph(6, 40)
     g.insert(np.arange(n), X, hsq, codes, off, lists, b, hsq, False)
     Q = np.random.default_rng(8).standard_normal((1, d)).astype(np.float32)
-    pb, base = np.ascontiguousarray(Q * b, np.float32), np.ascontiguousarray(Q @ off.T, np.float32)
-    want_s, want_i = np.empty((1, k), np.float32), np.empty((1, k), np.int64)
-    args = (lists, codes, hsq, False, g.links0, g.deg0, g.up, g.updeg, g.up_row, g.state, g.deleted, 32)
-    graph_search(pb, base, *args, np.zeros(g.capacity, np.uint32), np.zeros(1, np.uint32), want_s, want_i)
+    view = (Q, b, *int16_rows(off), lists, codes, hsq, False, g.links0, g.deg0, g.up, g.updeg, g.up_row, g.state,
+            g.deleted, 32)
+    slot_ids = np.arange(g.capacity, dtype=np.uint64)
+    want_s, want_ids, want_i = np.empty((1, k), np.float32), np.empty((1, k), np.uint64), np.empty((1, k), np.int64)
+    graph_search(*view, np.zeros(g.capacity, np.uint32), np.zeros(1, np.uint32), slot_ids, want_s, want_ids, want_i)
     visited, gen = np.zeros(g.capacity, np.uint8), np.zeros(1, np.uint8)
-    out_s, out_i = np.empty((1, k), np.float32), np.empty((1, k), np.int64)
+    out_s, out_ids, out_i = np.empty((1, k), np.float32), np.empty((1, k), np.uint64), np.empty((1, k), np.int64)
     for _ in range(600):
-        graph_search(pb, base, *args, visited, gen, out_s, out_i)
+        graph_search(*view, visited, gen, slot_ids, out_s, out_ids, out_i)
         np.testing.assert_array_equal(out_i, want_i)
     assert gen[0] == 600 % 255
 

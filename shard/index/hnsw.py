@@ -24,7 +24,7 @@ import zlib
 
 import numpy as np
 
-from shard.index.code_store import CodeStore
+from shard.index.code_store import CodeStore, int16_rows
 from shard.kernels.idmap import idmap_set
 from shard.kernels.graph import graph_insert, graph_search
 from shard.memory import aligned_copy, aligned_full
@@ -138,14 +138,14 @@ class HnswGraph:
             loc.gen = np.zeros(1, np.uint32)
         return v, loc.gen
 
-    def search(self, pb, base, lists, codes, hsq, use_sqnorm: bool, ef: int, out_scores, out_slots) -> np.ndarray:
-        """Top-k slots (k = out_scores.shape[1]) for m queries prepared as
-        pb (m, d) = q * b (or (m, M, K) lookup tables for product codes),
-        base (m, nlist) = q @ off.T. Returns counts (m,) int64."""
+    def search(self, Q, b, offq, oscale, lists, codes, hsq, use_sqnorm: bool, ef: int, slot_ids,
+               out_scores, out_ids, out_slots) -> np.ndarray:
+        """Top-k (k = out_scores.shape[1]) of m queries Q (m, d) through the view
+        (b, offsets ``offq * oscale``: see ``graph_search``). Returns counts (m,) int64."""
         visited, gen = self._visited()
-        return graph_search(pb, base, lists, codes, hsq, bool(use_sqnorm), self.links0, self.deg0, self.up,
-                            self.updeg, self.up_row, self.state, self.deleted, int(ef), visited, gen,
-                            out_scores, out_slots)
+        return graph_search(Q, b, offq, oscale, lists, codes, hsq, bool(use_sqnorm), self.links0, self.deg0,
+                            self.up, self.updeg, self.up_row, self.state, self.deleted, int(ef), visited, gen,
+                            slot_ids, out_scores, out_ids, out_slots)
 
     # -- persistence and renumbering ------------------------------------
     def renumber(self, order: np.ndarray) -> np.ndarray:
@@ -207,6 +207,28 @@ class GraphCodeStore(CodeStore):
     def __init__(self, *args, m: int = 16, ef_construct: int = 100, seed: int = 0, **kw):
         super().__init__(*args, **kw)
         self.graph = HnswGraph(m, ef_construct, seed)
+        self._view = None  # (quantizer, centroids, b, offq, oscale): see search_view
+
+    def search_view(self, quantizer, centroids: np.ndarray):
+        """(b, offq, oscale): the quantizer's ``graph_view`` with its offsets held
+        in int16 (``int16_rows``), as ``graph_search`` reads them; made once for
+        a quantizer and its centroids (again when a retrain replaces them)."""
+        held = self._view
+        if held is None or held[0] is not quantizer or held[1] is not centroids:
+            off, b = quantizer.graph_view(centroids)
+            held = self._view = (quantizer, centroids, b) + int16_rows(off)
+        return held[2:]
+
+    def search(self, quantizer, centroids, Q, k: int, ef: int, use_sqnorm: bool):
+        """(ids (m, k) uint64, scores (m, k) float32, slots (m, k) int64, counts
+        (m,)): the best k of each query Q (m, d) by code score, beam max(ef, k)."""
+        b, offq, oscale = self.search_view(quantizer, centroids)
+        out_s = np.empty((len(Q), k), np.float32)  # the first counts[i] of row i are written
+        out_ids = np.empty((len(Q), k), np.uint64)
+        out_slots = np.empty((len(Q), k), np.int64)
+        counts = self.graph.search(Q, b, offq, oscale, self.list_of_slot, self.codes, self.half_sqnorm, use_sqnorm,
+                                   max(int(ef), k), self.slot_ids, out_s, out_ids, out_slots)
+        return out_ids, out_s, out_slots, counts
 
     def refresh(self) -> bool:
         renumber = self._renumber_due()
@@ -249,7 +271,8 @@ class GraphCodeStore(CodeStore):
         return np.flatnonzero(self.list_of_slot[: self.high] >= 0)
 
     def ram_bytes(self) -> int:
-        return super().ram_bytes() + self.graph.ram_bytes()
+        view = 0 if self._view is None else self._view[3].nbytes + self._view[4].nbytes
+        return super().ram_bytes() + self.graph.ram_bytes() + view
 
 
 def decode(codes: GraphCodeStore, slots: np.ndarray, off: np.ndarray, b: np.ndarray) -> np.ndarray:

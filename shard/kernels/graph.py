@@ -27,9 +27,11 @@ compiles only the branch a call's array types take):
   the build keeps the float table.
 
 In both, ``base = off @ p`` (nlist,) is per point and ``hsq[v]`` is
-subtracted for euclid. A search's ``base`` comes from ``layout.list_base``
-over int16 centroids (half the DRAM bytes of the float32 ones, which the walk
-evicts between queries).
+subtracted for euclid. A search computes its ``base`` (``layout.list_base``)
+over the offsets held in int16 (half the DRAM bytes of float32 ones, which the
+walk evicts between queries), and prepares each query itself: one call per
+batch, where preparing the query, its base and the ids in Python had cost
+~20 us of a ~250 us int8 query.
 
 Deleted nodes stay in the graph and are traversed, but never returned.
 The visited set is a reusable uint32 array with a generation counter
@@ -51,6 +53,7 @@ from numba.extending import overload
 
 from shard.kernels.dot8 import HAS_VNNI, address, byte_query, vnni_dot
 from shard.kernels.prefetch import prefetch2 as _prefetch
+from shard.kernels.layout import list_base_row
 from shard.kernels.product import byte_table, product_lut
 from shard.kernels.topk import heap_push, heap_sorted
 
@@ -311,18 +314,21 @@ def _layer_search(pb, base, lists, codes, hsq, use_sqnorm, links, degs, rows, en
 
 # -- search -----------------------------------------------------------------
 @njit(nogil=True, cache=True, fastmath=True, boundscheck=False)
-def graph_search(pb, base, lists, codes, hsq, use_sqnorm, links0, deg0, up, updeg, up_row, state, deleted,
-                 ef, visited, gen, out_scores, out_slots):
-    """Top-k slots of m queries by estimated score, through the graph.
+def graph_search(Q, b, offq, oscale, lists, codes, hsq, use_sqnorm, links0, deg0, up, updeg, up_row, state,
+                 deleted, ef, visited, gen, slot_ids, out_scores, out_ids, out_slots):
+    """Top-k of m queries by estimated score, through the graph: each query
+    prepared, its list base computed and its walk run in this one call.
 
-    pb: (m, d) float32 queries times b, or (m, M, K) their lookup tables
-    (product codes); base: (m, nlist) float32 ``<q, off_l>``;
-    lists (cap,) int32 each slot's offset row; codes (cap, d) uint8 or float32;
-    hsq (cap,) float32; ef >= k the beam width; visited (cap,) uint32 and gen
-    (1,) uint32 the caller's (one per thread); out_scores (m, k) float32,
-    out_slots (m, k) int64. Returns counts (m,) int64.
+    Q: (m, d) float32 queries; b: the view's (d,) steps or (M, dsub, K)
+    codebooks; offq (nlist, d) int16 and oscale (d,) float32 the view's
+    offsets held as ``off ~ offq * oscale`` (``layout.list_base``); lists
+    (cap,) int32 each slot's offset row; codes (cap, d) uint8 or float32; hsq
+    (cap,) float32; ef >= k the beam width; visited (cap,) uint32 and gen (1,)
+    uint32 the caller's (one per thread); slot_ids (cap,) uint64 each slot's
+    point id. Writes each query's best first into out_scores (m, k) float32,
+    out_ids (m, k) uint64 and out_slots (m, k) int64; returns counts (m,) int64.
     """
-    m = pb.shape[0]
+    m, d = Q.shape
     k = out_scores.shape[1]
     ef = max(ef, k)
     counts = np.zeros(m, np.int64)
@@ -333,12 +339,19 @@ def graph_search(pb, base, lists, codes, hsq, use_sqnorm, links0, deg0, up, upde
     res_i = np.empty(ef, np.int64)
     ent_s = np.empty(1, np.float32)
     ent_i = np.empty(1, np.int32)
-    table = np.empty(pb.shape[1:], np.uint8) if pb.ndim == 3 else np.empty((0, 0), np.uint8)
+    pb = _prepared_buffer(d, b)
+    qs = np.empty(d, np.float32)
+    base = np.empty(offq.shape[0], np.float32)
+    table = np.empty((b.shape[0], b.shape[b.ndim - 1]), np.uint8) if b.ndim == 3 else np.empty((0, 0), np.uint8)
     mins = np.empty(table.shape[0], np.float32)
-    q8 = np.empty(pb.shape[pb.ndim - 1], np.int8)
-    bq_out = np.empty(base.shape[1], np.float32)
+    q8 = np.empty(d, np.int8)
+    bq_out = np.empty(offq.shape[0], np.float32)
     for qi in range(m):
-        p, bq = _walked(pb[qi], base[qi], codes, table, mins, q8, bq_out)
+        _prepare(Q[qi], b, pb)
+        for j in range(d):
+            qs[j] = Q[qi, j] * oscale[j]
+        list_base_row(offq, qs, np.float32(0.0), base)
+        p, bq = _walked(pb, base, codes, table, mins, q8, bq_out)
         v = entry
         sv = _score(p, bq, lists, codes, hsq, use_sqnorm, v)
         for level in range(state[1], 0, -1):
@@ -353,6 +366,7 @@ def graph_search(pb, base, lists, codes, hsq, use_sqnorm, links0, deg0, up, upde
         for t in range(c):
             out_scores[qi, t] = res_s[t]
             out_slots[qi, t] = res_i[t]
+            out_ids[qi, t] = slot_ids[res_i[t]]
         counts[qi] = c
     return counts
 

@@ -154,6 +154,16 @@ def nearest_lists(qc, half_cnorm, list_sizes, nprobe, min_candidates, scale):
     return out
 
 
+@njit(nogil=True, cache=True, fastmath=True, boundscheck=False, inline="always")
+def list_base_row(cq, qs, c0, out):
+    """out (nlist,) = c0 + cq @ qs: one query's ``list_base``."""
+    for l in range(cq.shape[0]):
+        acc = np.float32(0.0)
+        for j in range(qs.shape[0]):
+            acc += qs[j] * np.float32(cq[l, j])
+        out[l] = c0 + acc
+
+
 @njit(nogil=True, cache=True, fastmath=True, boundscheck=False)
 def list_base(cq, qs, const, out):
     """out (m, nlist) = const[:, None] + qs @ cq.T: the per-list term of every
@@ -163,10 +173,4 @@ def list_base(cq, qs, const, out):
     of float32 make this about twice as fast as BLAS on the float32
     centroids, at a rounding error ~1e-5 of a score, far below any code's own."""
     for i in range(qs.shape[0]):
-        q = qs[i]
-        c0 = const[i]
-        for l in range(cq.shape[0]):
-            acc = np.float32(0.0)
-            for j in range(q.shape[0]):
-                acc += q[j] * np.float32(cq[l, j])
-            out[i, l] = c0 + acc
+        list_base_row(cq, qs[i], const[i], out[i])
