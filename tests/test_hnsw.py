@@ -226,6 +226,15 @@ def test_graph_recall_on_seeded_data_and_deleted_nodes_never_returned():
     alive[gone] = False
     sims = np.where(alive[None, :], q @ x.T, -np.inf)
     assert recall(out_i, np.argsort(-sims, axis=1)[:, :10]) >= 0.9
+    # a whole neighbourhood deleted (each query's 60 nearest: more than a beam of 32
+    # holds): the walk passes through it, and still returns k live points, the right ones
+    gone = np.unique(np.argsort(-(q @ x.T), axis=1)[:, :60])
+    g.mark_deleted(gone)
+    alive[gone] = False
+    _, out_i, counts, _ = walk(g, q, b, off, lists, x, zeros, False, 32, 10)
+    assert (counts == 10).all() and not np.isin(out_i, gone).any()
+    sims = np.where(alive[None, :], q @ x.T, -np.inf)
+    assert recall(out_i, np.argsort(-sims, axis=1)[:, :10]) >= 0.8
 
 
 def hnsw_config(dim, distance="cosine", kind="scalar", **hc):
