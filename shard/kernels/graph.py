@@ -31,17 +31,19 @@ subtracted for euclid. A search computes its ``base`` (``layout.list_base``)
 over the offsets held in int16 (half the DRAM bytes of float32 ones, which the
 walk evicts between queries), and prepares each query itself: one call per
 batch, where preparing the query, its base and the ids in Python had cost
-~20 us of a ~250 us int8 query.
+~12 us of a ~250 us int8 query.
 
 Deleted nodes stay in the graph and are traversed, but never returned.
 The visited set is a reusable uint32 array with a generation counter
 (``gen`` (1,) uint32), so a search touches only what it visits.
 
-The walk is bound by memory, not arithmetic (100k x 384 int8 codes are 38 MB,
-~1,800 rows scored per query at ef=128): an expansion first collects its
-unvisited neighbours and prefetches their code rows, then scores them, so the
-row loads overlap; it also prefetches the runner-up candidate's unseen rows and
-the links of the one after. On CPUs with AVX-512 VNNI a search holds an affine
+The walk waits on memory (100k x 384 int8 codes are 38 MB, ~1,800 rows
+scored per query at ef=112) and on its own bookkeeping (with every row in cache
+a walk still takes half its time): an expansion first collects its unvisited
+neighbours and prefetches their code rows, then scores them, so the row loads
+overlap, and it prefetches the links of the next entry to expand (hinting that
+entry's unseen rows as well measured slower: they are often not walked). The
+beam is one sorted pool (``_layer_search``). On CPUs with AVX-512 VNNI a search holds an affine
 query over uint8 codes in signed bytes and scores a row with ``vpdpbusd``
 (``dot8.py``: a 1.1-1.2x faster walk than float32, candidates unchanged on
 docs384); an int16 query with ``vpmaddwd`` had measured no faster than float32.
