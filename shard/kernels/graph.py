@@ -43,10 +43,11 @@ a walk still takes half its time): an expansion first collects its unvisited
 neighbours and prefetches their code rows, then scores them, so the row loads
 overlap, and it prefetches the links of the next entry to expand (hinting that
 entry's unseen rows as well measured slower: they are often not walked). The
-beam is one sorted pool (``_layer_search``). On CPUs with AVX-512 VNNI a search holds an affine
-query over uint8 codes in signed bytes and scores a row with ``vpdpbusd``
-(``dot8.py``: a 1.1-1.2x faster walk than float32, candidates unchanged on
-docs384); an int16 query with ``vpmaddwd`` had measured no faster than float32.
+beam is one sorted pool (``_layer_search``). On CPUs with AVX-512 VNNI a
+search holds an affine query over uint8 codes in signed bytes and scores a row
+with ``vpdpbusd`` (``dot8.py``: a 1.1-1.2x faster walk than float32, candidates
+unchanged on docs384); an int16 query with ``vpmaddwd`` had measured no faster
+than float32.
 """
 
 import numpy as np
