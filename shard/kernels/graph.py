@@ -208,8 +208,8 @@ def _greedy(pb, base, lists, codes, hsq, use_sqnorm, up, updeg, up_row, level, v
 
 
 #: flags of a pool entry
-_EXPANDED = np.uint8(1)
-_LIVE = np.uint8(2)
+_EXPANDED = 1
+_LIVE = 2
 
 
 @njit(nogil=True, cache=True, inline="always")
