@@ -78,8 +78,9 @@ def test_graph_search_matches_numpy_reference_when_exhaustive(dtype, use_sqnorm)
         for qi in range(len(Q)):
             q8 = np.empty(d, np.int8)
             scale = byte_query(pb[qi], q8)
-            held = base[qi, lists] + scale * (codes.astype(np.float64) @ q8) - (hsq if use_sqnorm else 0.0)
-            assert np.all(np.abs(held - ref[qi]) <= 0.5 * scale * codes.astype(np.float64).sum(axis=1) * (1 + 1e-3) + 1e-4)
+            c64 = codes.astype(np.float64)
+            held = base[qi, lists] + scale * (c64 @ q8) - (hsq if use_sqnorm else 0.0)
+            assert np.all(np.abs(held - ref[qi]) <= 0.5 * scale * c64.sum(axis=1) * (1 + 1e-3) + 1e-4)
             ref[qi] = held
     assert (counts == k).all()
     for qi in range(len(Q)):
