@@ -8,7 +8,9 @@ Each 64 bytes of a row take one ``vpdpbusd`` (u8 x s8 products summed in fours
 into 16 int32 lanes) where the float path widens every byte to float and
 multiplies. The graph walk over int8 codes waits on its arithmetic as well as on
 memory (docs384, beam 96: doubling the float dot's work made the walk 1.26x
-slower), so it scores this way on CPUs that have VNNI (``HAS_VNNI``).
+slower) and the IVF scan on little else, so both score this way on CPUs that
+have VNNI (``HAS_VNNI``), through ``held_query`` (a query row as the kernel holds
+it) and ``row_score`` (one code row's score), which fall back to float32 elsewhere.
 
 Why one byte of query is enough: the query's rounding error e (|e_j| <= scale / 2)
 adds ``sum_j c_j e_j`` to a score, and the part of it from the codes' common level
@@ -25,7 +27,7 @@ from llvmlite import binding as _llvm
 from llvmlite import ir
 from numba import njit, types
 from numba.core import cgutils
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 #: AVX-512 VNNI on this host (numba compiles for the host CPU, and its cache is
 #: keyed by the CPU, so code built here is never reused on a CPU without it)
@@ -102,3 +104,44 @@ def byte_query(p, q):
     for j in range(p.shape[0]):
         q[j] = np.int8(min(max(np.floor(p[j] * inv + np.float32(0.5)), np.float32(-127.0)), np.float32(127.0)))
     return scale
+
+
+def held_query(p, q8, codes):
+    """The float row p (d,) held to score rows of ``codes``: on VNNI hosts, for
+    uint8 codes, (address of q8, scale, d) with q8 (d,) int8 written by
+    ``byte_query``; otherwise p itself. Kernels only (see ``row_score``)."""
+    raise NotImplementedError("held_query is compiled into the kernels")
+
+
+@overload(held_query, inline="always", jit_options={"fastmath": True, "boundscheck": False})
+def _held_query(p, q8, codes):
+    if HAS_VNNI and codes.dtype == types.uint8:
+        def in_bytes(p, q8, codes):
+            scale = byte_query(p, q8)
+            return (address(q8), scale, p.shape[0])
+        return in_bytes
+
+    def as_is(p, q8, codes):
+        return p
+    return as_is
+
+
+def row_score(held, codes, v):
+    """<p, codes[v]> as float32 for a row p held by ``held_query``. Kernels only."""
+    raise NotImplementedError("row_score is compiled into the kernels")
+
+
+@overload(row_score, inline="always", jit_options={"fastmath": True, "boundscheck": False})
+def _row_score(held, codes, v):
+    if isinstance(held, types.BaseTuple):
+        def in_bytes(held, codes, v):
+            # scalars, not the q8 array: an array unpacked here is reference-counted per row
+            return held[1] * np.float32(vnni_dot(address(codes) + v * codes.strides[0], held[0], held[2]))
+        return in_bytes
+
+    def in_float(held, codes, v):
+        acc = np.float32(0.0)
+        for j in range(held.shape[0]):
+            acc += held[j] * np.float32(codes[v, j])
+        return acc
+    return in_float

@@ -54,7 +54,7 @@ import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
-from shard.kernels.dot8 import HAS_VNNI, address, byte_query, vnni_dot
+from shard.kernels.dot8 import held_query, row_score
 from shard.kernels.prefetch import prefetch2 as _prefetch
 from shard.kernels.layout import list_base_row
 from shard.kernels.product import byte_table, product_lut
@@ -84,18 +84,7 @@ def _score(pb, base, lists, codes, hsq, use_sqnorm, v):
 def _score_kind(pb, base, lists, codes, hsq, use_sqnorm, v):
     # chosen by pb's type when a kernel is compiled: numba does not prune a
     # branch on ndim inside a function inlined as IR, so the kinds are separate bodies
-    if isinstance(pb, types.BaseTuple) and len(pb) == 3:
-        def byte_affine(pb, base, lists, codes, hsq, use_sqnorm, v):
-            # (address of the query's bytes, scale, d): scalars, as an array
-            # unpacked here would be reference-counted on every node
-            dot = vnni_dot(address(codes) + v * codes.strides[0], pb[0], pb[2])
-            s = base[max(lists[v], 0)] + pb[1] * np.float32(dot)
-            if use_sqnorm:
-                s -= hsq[v]
-            return s
-        return byte_affine
-
-    if isinstance(pb, types.BaseTuple):
+    if isinstance(pb, types.BaseTuple) and len(pb) == 2:  # (table in bytes, scale)
         def byte_lookup(pb, base, lists, codes, hsq, use_sqnorm, v):
             table, scale = pb
             acc = np.int32(0)
@@ -107,14 +96,13 @@ def _score_kind(pb, base, lists, codes, hsq, use_sqnorm, v):
             return s
         return byte_lookup
 
-    if pb.ndim == 1:
+    if isinstance(pb, types.BaseTuple) or pb.ndim == 1:
         def affine(pb, base, lists, codes, hsq, use_sqnorm, v):
-            acc = base[max(lists[v], 0)]
-            for j in range(pb.shape[0]):
-                acc += pb[j] * np.float32(codes[v, j])
+            # pb held by dot8.held_query: the query in bytes (VNNI) or as is
+            s = base[max(lists[v], 0)] + row_score(pb, codes, v)
             if use_sqnorm:
-                acc -= hsq[v]
-            return acc
+                s -= hsq[v]
+            return s
         return affine
 
     def lookup(pb, base, lists, codes, hsq, use_sqnorm, v):
@@ -135,17 +123,11 @@ def _walked(p, bq, codes, table, mins, q8, bq_out):
 @overload(_walked, inline="always", jit_options={"fastmath": True, "boundscheck": False})
 def _walked_kind(p, bq, codes, table, mins, q8, bq_out):
     if p.ndim == 1:
-        if HAS_VNNI and codes.dtype == types.uint8:
-            def as_bytes_query(p, bq, codes, table, mins, q8, bq_out):
-                # int8 codes score against the query in signed bytes, by
-                # vpdpbusd (dot8.py): the float dot was about a fifth of the walk
-                scale = byte_query(p, q8)
-                return (address(q8), scale, p.shape[0]), bq
-            return as_bytes_query
-
-        def as_is(p, bq, codes, table, mins, q8, bq_out):
-            return p, bq
-        return as_is
+        def affine(p, bq, codes, table, mins, q8, bq_out):
+            # int8 codes score against the query in signed bytes on VNNI hosts
+            # (dot8.py): the float dot was about a fifth of the walk
+            return held_query(p, q8, codes), bq
+        return affine
 
     def as_bytes(p, bq, codes, table, mins, q8, bq_out):
         # a lookup table walks as bytes (M x K, 24 KB at x16: it stays in L1);
