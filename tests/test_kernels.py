@@ -293,3 +293,24 @@ def test_byte_query_and_vnni_dot_match_the_plain_loop(d):
     extreme = np.full((1, d), 255, np.uint8)  # the largest sum a row can reach
     np.testing.assert_array_equal(dot(extreme, 0, np.full(d, -127, np.int8)), -255 * 127 * d)
     assert byte_query(np.zeros(d, np.float32), q) == 1.0 and not q.any()
+
+
+def test_kernel_cache_is_keyed_by_every_kernel_source(tmp_path):
+    """numba keys a cached kernel by its own file: the package points the cache at a
+    directory named after all its sources, so a change to a helper in another file
+    (dot8.py inlined into the scans) cannot load stale machine code."""
+    import shutil
+    from pathlib import Path
+
+    from numba.core import config
+
+    import shard.kernels
+    from shard.kernels.scalar import scalar_scan
+    here = Path(shard.kernels.__file__).parent
+    assert config.CACHE_DIR.endswith("quiver-" + shard.kernels.sources_digest())
+    assert scalar_scan._cache._cache_path.startswith(config.CACHE_DIR)
+    copy = tmp_path / "kernels"
+    shutil.copytree(here, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    assert shard.kernels.sources_digest(copy) == shard.kernels.sources_digest()
+    (copy / "dot8.py").write_text((here / "dot8.py").read_text() + "\n# a helper changed\n")
+    assert shard.kernels.sources_digest(copy) != shard.kernels.sources_digest()
