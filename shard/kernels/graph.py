@@ -75,8 +75,9 @@ def _prefetch_row(codes, v):
 
 # -- scoring -----------------------------------------------------------------
 def _score(pb, base, lists, codes, hsq, use_sqnorm, v):
-    """A prepared point's score against node v: pb (d,) = p * b, or (M, K) its
-    lookup table. Kernels only (see the overload below)."""
+    """A prepared point's score against node v: pb (d,) = p * b (or as a search
+    holds it, ``dot8.held_query``), or (M, K) its lookup table (or a search's
+    (table in bytes, scale)). Kernels only (see the overload below)."""
     raise NotImplementedError("_score is compiled into the graph kernels")
 
 
