@@ -137,10 +137,10 @@ def _encode_payloads(payloads, n: int) -> list[bytes | None] | None:
     return out
 
 
-def _per_query(codes, out_s, out_i, counts):
-    """A candidate kernel's (m, k) output as lists of (ids, ranks, slots) per query."""
-    slots = [out_i[i, :c] for i, c in enumerate(counts)]
-    return [codes.slot_ids[s] for s in slots], [out_s[i, :c] for i, c in enumerate(counts)], slots
+def _per_query(counts, *outputs):
+    """A candidate kernel's (m, k) outputs cut to each query's first counts[i]:
+    a list of rows per output."""
+    return tuple([out[i, :c] for i, c in enumerate(counts)] for out in outputs)
 
 
 def _as_ids(ids) -> np.ndarray:
@@ -602,15 +602,14 @@ class ShardEngine:
         out_i = np.full((len(Q), k), -1, np.int64)
         counts = index.quantizer.scan(prepared, base, probe, offsets, members, codes.codes, codes.factors,
                                       codes.half_sqnorm, self.use_sqnorm, out_s, out_i)
-        return _per_query(codes, out_s, out_i, counts)
+        ranks, slots = _per_query(counts, out_s, out_i)
+        return [codes.slot_ids[s] for s in slots], ranks, slots
 
     def _graph_candidates(self, index: _Index, codes, Q, k, ef):
         """Step 1 through the HNSW graph: top-k per query on the codes, with a
         beam of max(ef, k). Returns lists of (ids, approx ranks, slots)."""
         ids, scores, slots, counts = codes.search(index.quantizer, index.centroids, Q, k, ef, self.use_sqnorm)
-        rows = range(len(counts))
-        return ([ids[i, :counts[i]] for i in rows], [scores[i, :counts[i]] for i in rows],
-                [slots[i, :counts[i]] for i in rows])
+        return _per_query(counts, ids, scores, slots)
 
     def _gather(self, txn, id_lists, slot_lists=None, codes=None):
         """Originals of the union of candidate ids, read once for the batch (by
