@@ -23,7 +23,8 @@ but the query planes are built once per query rather than once per list.
 import numpy as np
 from numba import njit
 
-from shard.kernels.bits import popcount64
+from shard.kernels.bits import gather_columns, plane_sums
+from shard.kernels.dot8 import address
 from shard.kernels.topk import heap_push, heap_sorted
 
 
@@ -85,49 +86,57 @@ def quantize_query_planes(v, qbits, qplanes):
 
 
 @njit(nogil=True, cache=True, fastmath=True, boundscheck=False)
-def _run_dots(codes, a, n, W, P, qplanes, qbits, plane_w, lo, delta, c0, dots, cnt, acc):
-    """<xbar, v> of the n consecutive slots a .. a+n-1 -> dots[:n] float32.
+def _block_dots(pc, stride, nblk, W, P, pq, qbits, plane_w, lo, delta, c0, dots, cnt, acc):
+    """<xbar, v> of ``nblk`` blocks of 8 codes -> dots[:8 * nblk] float32.
 
-    codes is column-major (P * W, cap), so every inner loop runs over
-    consecutive slots and vectorises (AND + VPOPCNTQ across slots). dots, cnt
-    and acc are scratch (at least n,) float32 / uint64 / uint64, allocated
-    once per scan call, and one pass per word reads the code word once for both
-    its popcount and its ANDs: three allocations per list and two passes cost
-    a fifth of the scan on docs384's ~100-point lists (the loops still
-    vectorise with the scratch passed in; checked in the assembly).
+    Word w of plane p of code i is the uint64 at ``pc + (p * W + w) * stride + 8 * i``
+    (the column-major code array, or the gathering buffer); the query planes
+    are at ``pq``. cnt and acc are int32 scratch of the same length.
     """
+    n = 8 * nblk
     for i in range(n):
         dots[i] = c0
     for p in range(P):
-        for i in range(n):
-            cnt[i] = 0
-            acc[i] = 0
-        for w in range(W):
-            row = codes[p * W + w, a:a + n]
-            if qbits == 1:
-                q0 = qplanes[0, w]
-                for i in range(n):
-                    x = row[i]
-                    cnt[i] += popcount64(x)
-                    acc[i] += popcount64(x & q0)
-            else:
-                for g in range(0, qbits, 4):
-                    q0 = qplanes[g, w]
-                    q1 = qplanes[g + 1, w]
-                    q2 = qplanes[g + 2, w]
-                    q3 = qplanes[g + 3, w]
-                    sh = np.uint64(g)
-                    for i in range(n):
-                        x = row[i]
-                        if g == 0:
-                            cnt[i] += popcount64(x)
-                        acc[i] += (popcount64(x & q0)
-                                   + (popcount64(x & q1) << np.uint64(1))
-                                   + (popcount64(x & q2) << np.uint64(2))
-                                   + (popcount64(x & q3) << np.uint64(3))) << sh
+        plane_sums(pc + p * W * stride, stride, W, nblk, pq, qbits, address(cnt), address(acc))
         wp = plane_w[p]
         for i in range(n):
             dots[i] += wp * (lo * np.float32(cnt[i]) + delta * np.float32(acc[i]))
+
+
+@njit(nogil=True, cache=True, fastmath=True, boundscheck=False, inline="always")
+def _offer(hs, hi, size, dots, n, b0, factors, half_sqnorm, use_sqnorm, slot0, slots, bases):
+    """Offer the estimates of n codes to the heap: slot ``slot0 + i`` with list
+    term b0 when slot0 >= 0, else slot ``slots[i]`` with term ``bases[i]``.
+    Only an estimate above the heap's worst calls ``heap_push``; returns the
+    heap's size."""
+    k = hs.shape[0]
+    thr = hs[0] if size == k else -np.inf
+    for i in range(n):
+        if slot0 >= 0:
+            s = slot0 + i
+            est = b0
+        else:
+            s = slots[i]
+            est = bases[i]
+        est += factors[s, 0] + factors[s, 1] * dots[i]
+        if use_sqnorm:
+            est -= half_sqnorm[s]
+        if est > thr:
+            size = heap_push(hs, hi, size, est, s)
+            if size == k:
+                thr = hs[0]
+    return size
+
+
+@njit(nogil=True, cache=True, fastmath=True, boundscheck=False, inline="always")
+def _gathered(hs, hi, size, waiting, picked, bases, pcodes, stride, PW, pbuf, W, P, pq, qbits, plane_w, lo, delta,
+              c0, dots, cnt, acc, factors, half_sqnorm, use_sqnorm):
+    """Score the ``waiting`` (1..8) gathered codes and offer them to the heap."""
+    for j in range(waiting, 8):  # a short block repeats its first code
+        picked[j] = picked[0]
+    gather_columns(pcodes, stride, PW, address(picked), pbuf)
+    _block_dots(pbuf, 64, 1, W, P, pq, qbits, plane_w, lo, delta, c0, dots, cnt, acc)
+    return _offer(hs, hi, size, dots, waiting, np.float32(0.0), factors, half_sqnorm, use_sqnorm, -1, picked, bases)
 
 
 @njit(nogil=True, cache=True, fastmath=True, boundscheck=False)
@@ -143,25 +152,37 @@ def binary_scan(qrot, base, probes, offsets, members, codes, factors,
     out_scores (m, k) float32, out_slots (m, k) int64: filled best first.
     Returns counts (m,) int64, the number of valid entries per query.
 
-    A list whose slots are one consecutive run (the case after compaction) is
-    scored as one block; slots written since are scored one by one.
+    A run of consecutive slots (a whole list, after compaction) is scored in
+    place, eight codes a vector (``bits.plane_sums``); the codes left over (a
+    run's last few, slots written since compaction) are gathered eight at a time
+    across lists, each with its list's term, and scored from a small buffer.
     """
     m, D = qrot.shape
     W = D // 64
     P = plane_w.shape[0]
+    PW = P * W
     counts = np.zeros(m, np.int64)
-    # rows padded to a multiple of 4 so the plane loop unrolls by four
+    # rows padded to a multiple of 4 (the layout the query planes are written in)
     qplanes = np.zeros((max(4, (qbits + 3) // 4 * 4), W), np.uint64)
-    nmax = 1
+    nmax = 8
     for l in range(offsets.shape[0] - 1):
         nmax = max(nmax, offsets[l + 1] - offsets[l])
     dots = np.empty(nmax, np.float32)
-    cnt = np.empty(nmax, np.uint64)
-    acc = np.empty(nmax, np.uint64)
+    cnt = np.empty(nmax, np.int32)
+    acc = np.empty(nmax, np.int32)
+    # codes outside whole blocks of a run wait here, eight at a time, with their list terms
+    buf = np.empty((PW, 8), np.uint64)
+    picked = np.empty(8, np.int64)
+    bases = np.empty(8, np.float32)
+    pcodes = address(codes)
+    stride = codes.strides[0]
+    pq = address(qplanes)
+    pbuf = address(buf)
     for qi in range(m):
         hs = out_scores[qi]
         hi = out_slots[qi]
         size = 0
+        waiting = 0
         lo, delta, total = quantize_query_planes(qrot[qi], qbits, qplanes)
         c0 = w0 * total
         for pi in range(probes.shape[1]):
@@ -169,28 +190,34 @@ def binary_scan(qrot, base, probes, offsets, members, codes, factors,
             if l < 0:
                 break
             b0 = base[qi, l]
-            start = offsets[l]
+            t = offsets[l]
             end = offsets[l + 1]
-            n = end - start
-            if n == 0:
-                continue
-            a = members[start]
-            if members[end - 1] - a == n - 1:  # one run of slots
-                _run_dots(codes, a, n, W, P, qplanes, qbits, plane_w, lo, delta, c0, dots, cnt, acc)
-                for i in range(n):
-                    s = a + i
-                    est = b0 + factors[s, 0] + factors[s, 1] * dots[i]
-                    if use_sqnorm:
-                        est -= half_sqnorm[s]
-                    size = heap_push(hs, hi, size, est, s)
-            else:
-                for t in range(start, end):
-                    s = members[t]
-                    _run_dots(codes, s, 1, W, P, qplanes, qbits, plane_w, lo, delta, c0, dots, cnt, acc)
-                    est = b0 + factors[s, 0] + factors[s, 1] * dots[0]
-                    if use_sqnorm:
-                        est -= half_sqnorm[s]
-                    size = heap_push(hs, hi, size, est, s)
+            while t < end:
+                a = members[t]
+                e = end  # the run of consecutive slots from t: the whole list after compaction
+                if members[end - 1] - a != end - 1 - t:
+                    e = t + 1
+                    while e < end and members[e] == members[e - 1] + 1:
+                        e += 1
+                full = (e - t) // 8
+                if full:
+                    _block_dots(pcodes + 8 * a, stride, full, W, P, pq, qbits, plane_w, lo, delta, c0,
+                                dots, cnt, acc)
+                    size = _offer(hs, hi, size, dots, 8 * full, b0, factors, half_sqnorm, use_sqnorm, a,
+                                  picked, bases)
+                for j in range(t + 8 * full, e):
+                    picked[waiting] = members[j]
+                    bases[waiting] = b0
+                    waiting += 1
+                    if waiting == 8:
+                        size = _gathered(hs, hi, size, waiting, picked, bases, pcodes, stride, PW, pbuf, W, P,
+                                         pq, qbits, plane_w, lo, delta, c0, dots, cnt, acc, factors,
+                                         half_sqnorm, use_sqnorm)
+                        waiting = 0
+                t = e
+        if waiting:
+            size = _gathered(hs, hi, size, waiting, picked, bases, pcodes, stride, PW, pbuf, W, P,
+                             pq, qbits, plane_w, lo, delta, c0, dots, cnt, acc, factors, half_sqnorm, use_sqnorm)
         heap_sorted(hs, hi, size)
         counts[qi] = size
     return counts
