@@ -583,7 +583,8 @@ class ShardEngine:
         the nearest lists to hold ``scan_factor * k`` points (at least the
         configured nprobe), since more candidates need a wider net to be right."""
         _, _, sizes = codes.layout()
-        qc = codes.query_base(index.centroids, Q)
+        coarse = index.quantizer is not None and index.quantizer.coarse_list_term
+        qc = codes.query_base(index.centroids, Q, in_bytes=coarse)
         if effort:
             nprobe, want = int(effort), k
         else:

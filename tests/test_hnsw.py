@@ -10,7 +10,8 @@ from shard.config import CollectionConfig, HnswConfig, IndexConfig, Quantization
 from shard.engine import ShardEngine
 from shard.errors import InvalidArgument
 from shard.index import hnsw
-from shard.index.code_store import CodeStore, int16_rows
+from shard.index.code_store import CodeStore
+from shard.kernels.layout import byte_rows, int16_rows
 from shard.index.hnsw import HnswGraph
 from shard.kernels.dot8 import HAS_VNNI, byte_query
 
@@ -188,22 +189,43 @@ def test_byte_table_is_within_half_a_step(K):
 
 
 @pytest.mark.parametrize("store_kind", ["ivf", "graph"])
-@pytest.mark.parametrize("m", [1, 3, CodeStore.INT16_BASE_MAX_QUERIES + 1])  # int16 kernel and BLAS
-def test_query_base_matches_float_centroids_and_follows_a_retrain(store_kind, m):
+@pytest.mark.parametrize("m", [1, 3, CodeStore.INT16_BASE_MAX_QUERIES + 1])  # held centroids and BLAS
+@pytest.mark.parametrize("in_bytes", [False, True], ids=["int16", "bytes"])
+def test_query_base_matches_float_centroids_and_follows_a_retrain(store_kind, m, in_bytes):
     rng = np.random.default_rng(4)
     d, nlist = 48, 37
     store = (hnsw.GraphCodeStore if store_kind == "graph" else CodeStore)(d, np.uint8, 0, nlist)
     Q = rng.standard_normal((m, d)).astype(np.float32)
     const = rng.standard_normal(m).astype(np.float32)
-    for scale in (0.05, 3.0):  # a second centroid array (a retrain) replaces the int16 copy
+    held = in_bytes and m <= CodeStore.INT16_BASE_MAX_QUERIES
+    for scale in (0.05, 3.0):  # a second centroid array (a retrain) replaces the held copy
         C = (scale * rng.standard_normal((nlist, d))).astype(np.float32)
         C[:, 5] = 0.0  # an all-zero dimension
         ref = Q.astype(np.float64) @ C.T.astype(np.float64)  # the slow, obviously-correct twin
-        got = store.query_base(C, Q, const)
+        got = store.query_base(C, Q, const, in_bytes=in_bytes)
         assert got.shape == (m, nlist) and got.dtype == np.float32
-        np.testing.assert_allclose(got, ref + const[:, None], rtol=0, atol=2e-4 * scale * np.sqrt(d))
-        np.testing.assert_array_equal(store.query_base(C, Q, const), got)  # cached: same answer
-        np.testing.assert_allclose(store.query_base(C, Q), ref, rtol=0, atol=2e-4 * scale * np.sqrt(d))
+        # bytes: each centroid entry within half its dimension's step, each query entry within half of its own
+        cu, cs = byte_rows(C)
+        tol16 = 2e-4 * scale * np.sqrt(d)
+        tol8 = ((0.5 * np.abs(Q) @ cs)[:, None] + 0.5 * np.abs(Q * cs).max(1, keepdims=True) / 127
+                * np.abs(cu.astype(np.float64) - 128).sum(1)[None, :] + tol16)
+        assert np.all(np.abs(got - (ref + const[:, None])) <= (tol8 if held else tol16))
+        if held:  # and exactly the integer sum of the held rows, up to float rounding
+            qs = (Q * cs).astype(np.float32)
+            if HAS_VNNI:
+                top = np.abs(qs).max(1, keepdims=True)
+                step = np.where(top > 0, top / np.float32(127.0), np.float32(1.0)).astype(np.float32)
+                q8 = np.clip(np.floor(qs * (np.float32(1.0) / step) + np.float32(0.5)), -127, 127)
+                twin = step * (q8.astype(np.float64) @ (cu.astype(np.float64) - 128).T)
+            else:
+                twin = qs.astype(np.float64) @ (cu.astype(np.float64) - 128).T
+            np.testing.assert_allclose(got, twin + const[:, None], rtol=0, atol=1e-5 * (np.abs(twin).max() + 1))
+        np.testing.assert_array_equal(store.query_base(C, Q, const, in_bytes=in_bytes), got)  # cached: same answer
+        # the other form replaces the held copy
+        other = store.query_base(C, Q, const, in_bytes=not in_bytes)
+        other_held = not in_bytes and m <= CodeStore.INT16_BASE_MAX_QUERIES
+        assert np.all(np.abs(other - (ref + const[:, None])) <= (tol8 if other_held else tol16))
+        np.testing.assert_array_equal(store.query_base(C, Q, const, in_bytes=in_bytes), got)
 
 
 def test_graph_recall_on_seeded_data_and_deleted_nodes_never_returned():

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from shard.kernels.idmap import idmap_get, idmap_pop, idmap_set, new_idmap
-from shard.kernels.layout import build_lists, list_base
+from shard.kernels.layout import build_lists, byte_rows, int16_rows, list_base, list_base8
 from shard.memory import aligned_full
 
 
@@ -54,7 +54,7 @@ class CodeStore:
         self.n = 0
         self._layout = None
         self._disorder = 0  # slots written or freed since the last compaction
-        self._cent16 = None  # (centroids, int16 copy, per-dimension scale): see query_base
+        self._cent_held = None  # (centroids, in_bytes, int16 or byte copy, per-dimension scale): see query_base
         # (LMDB snapshot id, (cap,) int64 leaf node of each slot's original): kept by
         # the engine (``ShardEngine._node_table``); any change of slots drops it
         self.row_nodes = None
@@ -198,43 +198,38 @@ class CodeStore:
         live = self.list_of_slot[: self.high] >= 0
         return self.slot_ids[: self.high][live]
 
-    #: Up to this many queries, ``query_base`` scores the int16 centroids in one pass
+    #: Up to this many queries, ``query_base`` scores the held centroids in one pass
     #: each; a larger batch reuses them from cache and BLAS on float32 is faster.
     INT16_BASE_MAX_QUERIES = 8
 
-    def query_base(self, centroids: np.ndarray, Q: np.ndarray, const: np.ndarray | None = None) -> np.ndarray:
+    def query_base(self, centroids: np.ndarray, Q: np.ndarray, const: np.ndarray | None = None,
+                   in_bytes: bool = False) -> np.ndarray:
         """(m, nlist) float32 ``Q @ centroids.T + const[:, None]``, the per-list
         term of a search's scores (and what picks the lists to probe). For a few
-        queries it reads an int16 copy of the centroids (made on first use, again
-        when the centroids change): a query finds them evicted by the previous
-        query's scan, and half the bytes come from DRAM in half the time."""
+        queries it reads a copy of the centroids held in int16 (made on first use,
+        again when the centroids change), or in one byte a dimension when
+        ``in_bytes`` (quantizers whose own error dwarfs the ~1e-3 that costs; see
+        ``layout.list_base8``): a query finds them evicted by the previous query's
+        scan, and fewer bytes come from memory in less time."""
         if len(Q) > self.INT16_BASE_MAX_QUERIES:
             out = np.ascontiguousarray(Q @ centroids.T, np.float32)
             if const is not None:
                 out += const[:, None]
             return out
-        held = self._cent16
-        if held is None or held[0] is not centroids:
-            held = self._cent16 = (centroids,) + int16_rows(centroids)
-        _, cq, scale = held
+        held = self._cent_held
+        if held is None or held[0] is not centroids or held[1] != in_bytes:
+            held = self._cent_held = (centroids, in_bytes) + (byte_rows(centroids) if in_bytes else int16_rows(centroids))
+        _, _, cq, scale = held
         out = np.empty((len(Q), len(cq)), np.float32)
         const = np.zeros(len(Q), np.float32) if const is None else np.ascontiguousarray(const, np.float32)
-        list_base(cq, np.ascontiguousarray(Q * scale, np.float32), const, out)
+        (list_base8 if in_bytes else list_base)(cq, np.ascontiguousarray(Q * scale, np.float32), const, out)
         return out
 
     def ram_bytes(self) -> int:
         arrays = (self.codes, self.factors, self.half_sqnorm, self.list_of_slot, self.slot_ids, self.free)
         layout = sum(a.nbytes for a in self._layout) if self._layout else 0
-        held = 0 if self._cent16 is None else self._cent16[1].nbytes + self._cent16[2].nbytes
+        held = 0 if self._cent_held is None else self._cent_held[2].nbytes + self._cent_held[3].nbytes
         nodes = self.row_nodes
         held += 0 if nodes is None else nodes[1].nbytes
         # numba's typed dict: ~16 bytes of entry plus index and hash per key
         return int(sum(a.nbytes for a in arrays) + layout + held + 48 * self.n)
-
-
-def int16_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(q (n, d) int16, scale (d,) float32) with x ~= q * scale, each dimension
-    scaled to its largest magnitude."""
-    scale = np.abs(x).max(axis=0).astype(np.float32) / np.float32(32767.0)
-    scale[scale == 0] = 1.0
-    return np.ascontiguousarray(np.rint(x / scale), np.int16), scale

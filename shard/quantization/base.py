@@ -28,6 +28,10 @@ class Quantizer(Protocol):
     #: how many residuals ``fit`` wants (0: it learns nothing from data, and the
     #: engine skips computing a sample's residuals)
     fit_sample: int
+    #: whether the per-list term ``<c_l, q>`` may come from centroids held in one
+    #: byte a dimension (CodeStore.query_base): its rounding, ~1e-3 of a score,
+    #: must be far below the quantizer's own estimation error
+    coarse_list_term: bool
 
     # Quantizers whose codes an HNSW graph can walk (config.HNSW_KINDS) also have
     # ``graph_view(centroids) -> (off, b)``: see shard/kernels/graph.py.

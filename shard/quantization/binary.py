@@ -31,6 +31,7 @@ import math
 import numpy as np
 
 from shard.kernels.binary import binary_scan
+from shard.kernels.layout import int16_rows, list_base
 
 QUERY_BITS = {"binary": 1, "scalar4bits": 4, "scalar8bits": 8}
 # Step of the optimal uniform 4-level quantizer of a unit Gaussian (Max, 1960).
@@ -51,6 +52,14 @@ class BinaryQuantizer:
     fit_sample = 0
     #: the scan kernel reads codes column-major (word, slot)
     column_major = True
+    #: the list term may come from centroids held in bytes: its ~1e-3 rounding is
+    #: far below a 1-bit estimate's own error (docs384: same recall to 1e-3)
+    coarse_list_term = True
+    #: Up to this many queries, ``prepare`` rotates them with the rotation held in
+    #: int16 (``layout.list_base``: half the float32 matrix's bytes, which a query
+    #: finds evicted by the previous query's scan); BLAS beyond. In one byte
+    #: (``list_base8``) it cost docs384 ~1e-3 of recall@10.
+    HELD_ROTATION_MAX_QUERIES = 8
 
     def __init__(self, dim: int, encoding: str = "one_bit", query_encoding: str = "scalar4bits", seed: int = 0):
         self.dim = dim
@@ -66,6 +75,7 @@ class BinaryQuantizer:
         self.seed = seed
         self.rotation: np.ndarray | None = None  # (D, d) float32
         self._crot: np.ndarray | None = None  # the bound centroid table, rotated (nlist, D)
+        self._rot16: tuple[np.ndarray, np.ndarray] | None = None  # the rotation in int16 (int16_rows)
 
     # -- training -------------------------------------------------------
     def fit(self, residuals: np.ndarray) -> None:
@@ -77,6 +87,7 @@ class BinaryQuantizer:
         q *= np.sign(np.diag(r))[None, :]
         self.rotation = np.ascontiguousarray(q, np.float32)
         self._crot = None
+        self._rot16 = None
 
     # -- encoding -------------------------------------------------------
     def _level_index(self, up: np.ndarray) -> np.ndarray:
@@ -111,9 +122,26 @@ class BinaryQuantizer:
         return np.ascontiguousarray(codes, np.uint64), factors
 
     # -- search ---------------------------------------------------------
+    def _held_rotation(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._rot16 is None:
+            self._rot16 = int16_rows(self.rotation)
+        return self._rot16
+
     def prepare(self, queries):
-        qrot = np.ascontiguousarray(queries @ self.rotation.T, np.float32)
-        return qrot, np.zeros(len(queries), np.float32)
+        m = len(queries)
+        if m > self.HELD_ROTATION_MAX_QUERIES:
+            return np.ascontiguousarray(queries @ self.rotation.T, np.float32), np.zeros(m, np.float32)
+        rot, scale = self._held_rotation()
+        qrot = np.empty((m, self.D), np.float32)
+        list_base(rot, np.ascontiguousarray(queries * scale, np.float32), np.zeros(m, np.float32), qrot)
+        return qrot, np.zeros(m, np.float32)
+
+    def _rotate(self, queries: np.ndarray) -> np.ndarray:
+        """``prepare``'s rotated queries (m, D) in float64, by numpy."""
+        if len(queries) > self.HELD_ROTATION_MAX_QUERIES:
+            return (queries @ self.rotation.T).astype(np.float64)
+        rot, scale = self._held_rotation()
+        return (queries * scale).astype(np.float32).astype(np.float64) @ rot.T.astype(np.float64)
 
     def scan(self, prepared, base, probes, offsets, members, codes, factors,
              half_sqnorm, use_sqnorm, out_scores, out_slots):
@@ -141,7 +169,7 @@ class BinaryQuantizer:
             bits = np.unpackbits(by[:, p * nbytes:(p + 1) * nbytes], axis=1, bitorder="little")
             k += bits.astype(np.int64) << p
         xbar = self.w0 + sum(self.plane_w[p] * ((k >> p) & 1) for p in range(self.n_planes))
-        dots = np.stack([xbar @ self._held_query((q @ self.rotation.T).astype(np.float32)) for q in queries])
+        dots = np.stack([xbar @ self._held_query(v.astype(np.float32)) for v in self._rotate(queries)])
         return (queries @ centroids[lists].T) + factors[:, 0][None, :] + factors[:, 1][None, :] * dots
 
     def state(self):
@@ -150,3 +178,4 @@ class BinaryQuantizer:
     def load_state(self, state) -> None:
         self.rotation = np.ascontiguousarray(state["rotation"], np.float32)
         self._crot = None
+        self._rot16 = None

@@ -25,6 +25,8 @@ class ProductQuantizer:
     n_factors = 0
     #: k-means per subspace on this many residuals at most
     fit_sample = 20_000
+    #: the list term from float32 or int16 centroids only (not measured in bytes)
+    coarse_list_term = False
 
     def __init__(self, dim: int, compression: str = "x16", seed: int = 0):
         self.dim = dim

@@ -22,6 +22,8 @@ class ScalarQuantizer:
     #: ingest's time went to partitioning all of them; docs384 recall@10 of the IVF
     #: 0.9052 / 0.9682 at oversampling 1 / 3 with every residual, 0.9054 / 0.9681 with 40k)
     fit_sample = 40_000
+    #: the list term from float32 or int16 centroids only: int8 codes estimate to ~1e-3 themselves
+    coarse_list_term = False
 
     def __init__(self, dim: int, quantile: float = 0.99):
         self.dim = dim
