@@ -567,6 +567,10 @@ class ShardEngine:
                         ids, ranks, slots = self._graph_candidates(index, codes, Q, k, ef)
                         if rescore:
                             ids, ranks = self._rescore(txn, Q, ids, slots, codes)
+                elif index.quantizer is not None and not ignore and self._one_call(index, codes, Q):
+                    ids, ranks, slots = self._listed_candidates(index, codes, Q, k, effort)
+                    if rescore:
+                        ids, ranks = self._rescore(txn, Q, ids, slots, codes)
                 else:
                     probes = self._probes(index, codes, Q, k, effort)
                     if index.quantizer is None or ignore:
@@ -578,19 +582,44 @@ class ShardEngine:
                 return self._finish(txn, Q, ids, ranks, with_payload, with_vector, score_threshold)
 
     # -- search steps ---------------------------------------------------
+    def _probe_rule(self, index: _Index, k, effort) -> tuple[int, int]:
+        """(nprobe, fewest candidates) of a search: ``effort`` lists when given;
+        by default enough of the nearest lists to hold ``scan_factor * k`` points
+        (at least the configured nprobe), since more candidates need a wider net
+        to be right."""
+        if effort:
+            return int(effort), k
+        ic = self.config.index
+        return ic.nprobe or ivf.auto_nprobe(index.nlist), k * ic.scan_factor
+
     def _probes(self, index: _Index, codes: CodeStore, Q, k, effort):
-        """Lists to probe: ``effort`` of them when given; by default enough of
-        the nearest lists to hold ``scan_factor * k`` points (at least the
-        configured nprobe), since more candidates need a wider net to be right."""
+        """Lists to probe (``_probe_rule``), nearest first, and the list terms."""
         _, _, sizes = codes.layout()
         coarse = index.quantizer is not None and index.quantizer.coarse_list_term
         qc = codes.query_base(index.centroids, Q, in_bytes=coarse)
-        if effort:
-            nprobe, want = int(effort), k
-        else:
-            ic = self.config.index
-            nprobe, want = ic.nprobe or ivf.auto_nprobe(index.nlist), k * ic.scan_factor
+        nprobe, want = self._probe_rule(index, k, effort)
         return ivf.select_probes(qc, index.probe_half, sizes, nprobe, want, index.probe_scale), qc
+
+    def _one_call(self, index: _Index, codes: CodeStore, Q) -> bool:
+        """Whether step 1 runs as one kernel call (``search_lists``): quantizers
+        that have it, for batches small enough to read held centroids."""
+        return (len(Q) <= codes.INT16_BASE_MAX_QUERIES and index.nlist > 1
+                and hasattr(index.quantizer, "search_lists"))
+
+    def _listed_candidates(self, index: _Index, codes: CodeStore, Q, k, effort):
+        """Step 1 in one kernel call: list terms, probe choice and scan, as
+        ``_probes`` then ``_candidates`` would do them. Returns lists of (ids,
+        approx ranks, slots)."""
+        offsets, members, sizes = codes.layout()
+        nprobe, want = self._probe_rule(index, k, effort)
+        out_s = np.full((len(Q), k), -np.inf, np.float32)
+        out_i = np.full((len(Q), k), -1, np.int64)
+        counts = index.quantizer.search_lists(
+            Q, codes.held_centroids(index.centroids, in_bytes=True), index.probe_half,
+            index.probe_scale, sizes, nprobe, want, offsets, members, codes.codes, codes.factors, codes.half_sqnorm,
+            self.use_sqnorm, out_s, out_i)
+        ranks, slots = _per_query(counts, out_s, out_i)
+        return [codes.slot_ids[s] for s in slots], ranks, slots
 
     def _candidates(self, index: _Index, codes: CodeStore, Q, probes, k):
         """Step 1: top-k per query on the codes. Returns lists of (ids, approx

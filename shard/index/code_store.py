@@ -216,14 +216,19 @@ class CodeStore:
             if const is not None:
                 out += const[:, None]
             return out
-        held = self._cent_held
-        if held is None or held[0] is not centroids or held[1] != in_bytes:
-            held = self._cent_held = (centroids, in_bytes) + (byte_rows(centroids) if in_bytes else int16_rows(centroids))
-        _, _, cq, scale = held
+        cq, scale = self.held_centroids(centroids, in_bytes)
         out = np.empty((len(Q), len(cq)), np.float32)
         const = np.zeros(len(Q), np.float32) if const is None else np.ascontiguousarray(const, np.float32)
         (list_base8 if in_bytes else list_base)(cq, np.ascontiguousarray(Q * scale, np.float32), const, out)
         return out
+
+    def held_centroids(self, centroids: np.ndarray, in_bytes: bool) -> tuple[np.ndarray, np.ndarray]:
+        """(held centroids, per-dimension scale): ``byte_rows`` or ``int16_rows``
+        of ``centroids``, made on first use and again when they change."""
+        held = self._cent_held
+        if held is None or held[0] is not centroids or held[1] != in_bytes:
+            held = self._cent_held = (centroids, in_bytes) + (byte_rows(centroids) if in_bytes else int16_rows(centroids))
+        return held[2], held[3]
 
     def ram_bytes(self) -> int:
         arrays = (self.codes, self.factors, self.half_sqnorm, self.list_of_slot, self.slot_ids, self.free)

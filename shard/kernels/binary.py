@@ -25,6 +25,7 @@ from numba import njit
 
 from shard.kernels.bits import gather_columns, plane_sums
 from shard.kernels.dot8 import address
+from shard.kernels.layout import list_base8_row, list_base_row, nearest_row, probe_scratch
 from shard.kernels.topk import heap_push, heap_sorted
 
 
@@ -157,67 +158,116 @@ def binary_scan(qrot, base, probes, offsets, members, codes, factors,
     run's last few, slots written since compaction) are gathered eight at a time
     across lists, each with its list's term, and scored from a small buffer.
     """
-    m, D = qrot.shape
-    W = D // 64
-    P = plane_w.shape[0]
-    PW = P * W
+    m = qrot.shape[0]
     counts = np.zeros(m, np.int64)
-    # rows padded to a multiple of 4 (the layout the query planes are written in)
-    qplanes = np.zeros((max(4, (qbits + 3) // 4 * 4), W), np.uint64)
+    scratch = scan_scratch(offsets, qrot.shape[1], plane_w.shape[0], qbits)
+    for qi in range(m):
+        n = 0
+        while n < probes.shape[1] and probes[qi, n] >= 0:
+            n += 1
+        counts[qi] = scan_one(qrot[qi], base[qi], probes[qi], n, offsets, members, codes, factors, half_sqnorm,
+                              use_sqnorm, plane_w, w0, qbits, out_scores[qi], out_slots[qi], scratch)
+    return counts
+
+
+@njit(nogil=True, cache=True)
+def scan_scratch(offsets, D, P, qbits):
+    """``scan_one``'s scratch, allocated once per kernel call: (query planes,
+    dots, cnt, acc, gathering buffer, picked slots, their list terms)."""
     nmax = 8
     for l in range(offsets.shape[0] - 1):
         nmax = max(nmax, offsets[l + 1] - offsets[l])
-    dots = np.empty(nmax, np.float32)
-    cnt = np.empty(nmax, np.int32)
-    acc = np.empty(nmax, np.int32)
-    # codes outside whole blocks of a run wait here, eight at a time, with their list terms
-    buf = np.empty((PW, 8), np.uint64)
-    picked = np.empty(8, np.int64)
-    bases = np.empty(8, np.float32)
+    # plane rows padded to a multiple of 4 (the layout the query planes are written in)
+    return (np.zeros((max(4, (qbits + 3) // 4 * 4), D // 64), np.uint64), np.empty(nmax, np.float32),
+            np.empty(nmax, np.int32), np.empty(nmax, np.int32), np.empty((P * (D // 64), 8), np.uint64),
+            np.empty(8, np.int64), np.empty(8, np.float32))
+
+
+@njit(nogil=True, cache=True, fastmath=True, boundscheck=False, inline="always")
+def scan_one(v, base, lists, n_lists, offsets, members, codes, factors, half_sqnorm, use_sqnorm, plane_w, w0, qbits,
+             hs, hi, scratch):
+    """One query's top-k over lists[:n_lists] (``binary_scan``): v (D,) its
+    rotated form, base (nlist,) its list terms; fills hs/hi (k,) best first and
+    returns how many are valid."""
+    qplanes, dots, cnt, acc, buf, picked, bases = scratch
+    W = v.shape[0] // 64
+    P = plane_w.shape[0]
+    PW = P * W
     pcodes = address(codes)
     stride = codes.strides[0]
     pq = address(qplanes)
     pbuf = address(buf)
+    size = 0
+    waiting = 0
+    lo, delta, total = quantize_query_planes(v, qbits, qplanes)
+    c0 = w0 * total
+    for pi in range(n_lists):
+        l = lists[pi]
+        b0 = base[l]
+        t = offsets[l]
+        end = offsets[l + 1]
+        while t < end:
+            a = members[t]
+            e = end  # the run of consecutive slots from t: the whole list after compaction
+            if members[end - 1] - a != end - 1 - t:
+                e = t + 1
+                while e < end and members[e] == members[e - 1] + 1:
+                    e += 1
+            full = (e - t) // 8
+            if full:
+                _block_dots(pcodes + 8 * a, stride, full, W, P, pq, qbits, plane_w, lo, delta, c0,
+                            dots, cnt, acc)
+                size = _offer(hs, hi, size, dots, 8 * full, b0, factors, half_sqnorm, use_sqnorm, a,
+                              picked, bases)
+            for j in range(t + 8 * full, e):
+                picked[waiting] = members[j]
+                bases[waiting] = b0
+                waiting += 1
+                if waiting == 8:
+                    size = _gathered(hs, hi, size, waiting, picked, bases, pcodes, stride, PW, pbuf, W, P,
+                                     pq, qbits, plane_w, lo, delta, c0, dots, cnt, acc, factors,
+                                     half_sqnorm, use_sqnorm)
+                    waiting = 0
+            t = e
+    if waiting:
+        size = _gathered(hs, hi, size, waiting, picked, bases, pcodes, stride, PW, pbuf, W, P,
+                         pq, qbits, plane_w, lo, delta, c0, dots, cnt, acc, factors, half_sqnorm, use_sqnorm)
+    heap_sorted(hs, hi, size)
+    return size
+
+
+@njit(nogil=True, cache=True, fastmath=True, boundscheck=False)
+def binary_ivf_search(Q, rot, rscale, cent, cscale, probe_half, probe_scale, list_sizes, nprobe, min_candidates,
+                      offsets, members, codes, factors, half_sqnorm, use_sqnorm, plane_w, w0, qbits,
+                      out_scores, out_slots):
+    """A whole IVF candidate search of m queries in one call: per query, the
+    rotation (rot (D, d) int16, ``layout.list_base_row``), the list terms
+    (cent (nlist, d) uint8, ``layout.list_base8_row``), the lists to probe
+    (``layout.nearest_row``) and their scan (``scan_one``), with rscale and
+    cscale the held arrays' per-dimension scales. The same arithmetic as the
+    engine's separate calls (``CodeStore.query_base``, ``select_probes``,
+    ``BinaryQuantizer.prepare``, ``binary_scan``) and the same result, without
+    their ~25 us a query of Python and temporaries. Returns counts (m,)."""
+    m, d = Q.shape
+    D = rot.shape[0]
+    nlist = cent.shape[0]
+    v = np.empty(D, np.float32)
+    base = np.empty(nlist, np.float32)
+    qs = np.empty(d, np.float32)
+    q8 = np.empty(d, np.int8)
+    ones = np.full((1, d), 128, np.uint8)
+    rank, key, bucket, bcount, bsize, cand, tmp = probe_scratch(nlist)
+    scratch = scan_scratch(offsets, D, plane_w.shape[0], qbits)
+    counts = np.zeros(m, np.int64)
     for qi in range(m):
-        hs = out_scores[qi]
-        hi = out_slots[qi]
-        size = 0
-        waiting = 0
-        lo, delta, total = quantize_query_planes(qrot[qi], qbits, qplanes)
-        c0 = w0 * total
-        for pi in range(probes.shape[1]):
-            l = probes[qi, pi]
-            if l < 0:
-                break
-            b0 = base[qi, l]
-            t = offsets[l]
-            end = offsets[l + 1]
-            while t < end:
-                a = members[t]
-                e = end  # the run of consecutive slots from t: the whole list after compaction
-                if members[end - 1] - a != end - 1 - t:
-                    e = t + 1
-                    while e < end and members[e] == members[e - 1] + 1:
-                        e += 1
-                full = (e - t) // 8
-                if full:
-                    _block_dots(pcodes + 8 * a, stride, full, W, P, pq, qbits, plane_w, lo, delta, c0,
-                                dots, cnt, acc)
-                    size = _offer(hs, hi, size, dots, 8 * full, b0, factors, half_sqnorm, use_sqnorm, a,
-                                  picked, bases)
-                for j in range(t + 8 * full, e):
-                    picked[waiting] = members[j]
-                    bases[waiting] = b0
-                    waiting += 1
-                    if waiting == 8:
-                        size = _gathered(hs, hi, size, waiting, picked, bases, pcodes, stride, PW, pbuf, W, P,
-                                         pq, qbits, plane_w, lo, delta, c0, dots, cnt, acc, factors,
-                                         half_sqnorm, use_sqnorm)
-                        waiting = 0
-                t = e
-        if waiting:
-            size = _gathered(hs, hi, size, waiting, picked, bases, pcodes, stride, PW, pbuf, W, P,
-                             pq, qbits, plane_w, lo, delta, c0, dots, cnt, acc, factors, half_sqnorm, use_sqnorm)
-        heap_sorted(hs, hi, size)
-        counts[qi] = size
+        for j in range(d):
+            qs[j] = Q[qi, j] * rscale[j]
+        list_base_row(rot, qs, np.float32(0.0), v)
+        for j in range(d):
+            qs[j] = Q[qi, j] * cscale[j]
+        list_base8_row(cent, qs, np.float32(0.0), base, q8, ones)
+        n = nearest_row(base, probe_half, list_sizes, nprobe, min_candidates, probe_scale, rank, key, bucket,
+                        bcount, bsize, cand, tmp)
+        counts[qi] = scan_one(v, base, cand, n, offsets, members, codes, factors, half_sqnorm, use_sqnorm, plane_w,
+                              w0, qbits, out_scores[qi], out_slots[qi], scratch)
     return counts

@@ -59,6 +59,73 @@ def _rank_sort(key, cand, n, tmp):
     # four passes: the sorted order is back in cand
 
 
+@njit(nogil=True, cache=True)
+def probe_scratch(nlist):
+    """(rank, key, bucket, bcount, bsize, cand, tmp): ``nearest_row``'s scratch
+    for nlist lists, allocated once per kernel call."""
+    return (np.empty(nlist, np.float32), np.empty(nlist, np.uint32), np.empty(nlist, np.int32),
+            np.empty(_PROBE_BUCKETS, np.int64), np.empty(_PROBE_BUCKETS, np.int64),
+            np.empty(nlist, np.int32), np.empty(nlist, np.int32))
+
+
+@njit(nogil=True, cache=True, boundscheck=False, inline="always")
+def nearest_row(qc, half_cnorm, list_sizes, nprobe, min_candidates, scale, rank, key, bucket, bcount, bsize,
+                cand, tmp):
+    """One query's lists to probe (``nearest_lists``): qc (nlist,) its inner
+    products with the centroids. Leaves them in cand[:n], nearest first, and
+    returns n. The other arrays are scratch (``probe_scratch``)."""
+    nlist = qc.shape[0]
+    nprobe = min(nprobe, nlist)
+    scaled = scale.shape[0] > 0
+    B = _PROBE_BUCKETS
+    for l in range(nlist):
+        r = qc[l]
+        if scaled:
+            r = r * scale[l]
+        rank[l] = r - half_cnorm[l]
+    hi = rank[0]
+    lo = rank[0]
+    for l in range(1, nlist):
+        hi = max(hi, rank[l])
+        lo = min(lo, rank[l])
+    width = np.float64(hi) - np.float64(lo)
+    inv = (B - 1) / width if width > 0 else 0.0
+    bcount[:] = 0
+    bsize[:] = 0
+    for l in range(nlist):
+        r = rank[l]
+        # monotone in r: a nearer list never lands in a later bucket
+        b = int((np.float64(hi) - np.float64(r)) * inv)
+        b = min(max(b, 0), B - 1)
+        bucket[l] = b
+        bcount[b] += 1
+        bsize[b] += list_sizes[l]
+        # descending float order as ascending uint32 (-0.0 counted as 0.0)
+        u = np.float32(r + np.float32(0.0)).view(np.uint32)
+        u = ~u if u >> 31 else u | np.uint32(0x80000000)
+        key[l] = ~u
+    cut = B - 1
+    cnt = 0
+    total = 0
+    for b in range(B):
+        cnt += bcount[b]
+        total += bsize[b]
+        if cnt >= nprobe and total >= min_candidates:
+            cut = b
+            break
+    n = 0
+    for l in range(nlist):
+        cand[n] = l
+        n += bucket[l] <= cut
+    _rank_sort(key, cand, n, tmp)
+    total = 0
+    for j in range(n):
+        total += list_sizes[cand[j]]
+        if j + 1 >= nprobe and total >= min_candidates:
+            return j + 1
+    return n
+
+
 @njit(nogil=True, cache=True, boundscheck=False)
 def nearest_lists(qc, half_cnorm, list_sizes, nprobe, min_candidates, scale):
     """Lists to probe per query, nearest first.
@@ -77,67 +144,13 @@ def nearest_lists(qc, half_cnorm, list_sizes, nprobe, min_candidates, scale):
     up to it are sorted (a radix sort of their ranks) and the exact cut taken.
     """
     m, nlist = qc.shape
-    nprobe = min(nprobe, nlist)
-    scaled = scale.shape[0] > 0
-    B = _PROBE_BUCKETS
-    rank = np.empty(nlist, np.float32)
-    key = np.empty(nlist, np.uint32)
-    bucket = np.empty(nlist, np.int32)
-    bcount = np.empty(B, np.int64)
-    bsize = np.empty(B, np.int64)
-    cand = np.empty(nlist, np.int32)
-    tmp = np.empty(nlist, np.int32)
+    rank, key, bucket, bcount, bsize, cand, tmp = probe_scratch(nlist)
     need = np.zeros(m, np.int64)
     cap = min(nlist, 2 * nprobe)
     flat = np.empty(m * cap, np.int32)
     for qi in range(m):
-        for l in range(nlist):
-            r = qc[qi, l]
-            if scaled:
-                r = r * scale[l]
-            rank[l] = r - half_cnorm[l]
-        hi = rank[0]
-        lo = rank[0]
-        for l in range(1, nlist):
-            hi = max(hi, rank[l])
-            lo = min(lo, rank[l])
-        width = np.float64(hi) - np.float64(lo)
-        inv = (B - 1) / width if width > 0 else 0.0
-        bcount[:] = 0
-        bsize[:] = 0
-        for l in range(nlist):
-            r = rank[l]
-            # monotone in r: a nearer list never lands in a later bucket
-            b = int((np.float64(hi) - np.float64(r)) * inv)
-            b = min(max(b, 0), B - 1)
-            bucket[l] = b
-            bcount[b] += 1
-            bsize[b] += list_sizes[l]
-            # descending float order as ascending uint32 (-0.0 counted as 0.0)
-            u = np.float32(r + np.float32(0.0)).view(np.uint32)
-            u = ~u if u >> 31 else u | np.uint32(0x80000000)
-            key[l] = ~u
-        cut = B - 1
-        cnt = 0
-        total = 0
-        for b in range(B):
-            cnt += bcount[b]
-            total += bsize[b]
-            if cnt >= nprobe and total >= min_candidates:
-                cut = b
-                break
-        n = 0
-        for l in range(nlist):
-            cand[n] = l
-            n += bucket[l] <= cut
-        _rank_sort(key, cand, n, tmp)
-        total = 0
-        cnt = n
-        for j in range(n):
-            total += list_sizes[cand[j]]
-            if j + 1 >= nprobe and total >= min_candidates:
-                cnt = j + 1
-                break
+        cnt = nearest_row(qc[qi], half_cnorm, list_sizes, nprobe, min_candidates, scale, rank, key, bucket,
+                          bcount, bsize, cand, tmp)
         need[qi] = cnt
         if cnt > cap:
             grown = np.empty(m * cnt, np.int32)
@@ -178,6 +191,16 @@ def list_base(cq, qs, const, out):
         list_base_row(cq, qs[i], const[i], out[i])
 
 
+@njit(nogil=True, cache=True, fastmath=True, boundscheck=False, inline="always")
+def list_base8_row(cu, qs, c0, out, q8, ones):
+    """out (nlist,) = c0 + (cu - 128) @ qs: one query's ``list_base8``.
+    q8 (d,) int8 scratch; ones (1, d) uint8 filled with 128."""
+    held = held_query(qs, q8, cu)
+    shift = row_score(held, ones, 0)  # the offset's share: <qs, 128>, as held
+    for l in range(cu.shape[0]):
+        out[l] = c0 + row_score(held, cu, l) - shift
+
+
 @njit(nogil=True, cache=True, fastmath=True, boundscheck=False)
 def list_base8(cu, qs, const, out):
     """out (m, nlist) = const[:, None] + qs @ (cu - 128).T: ``list_base`` from
@@ -191,10 +214,7 @@ def list_base8(cu, qs, const, out):
     q8 = np.empty(d, np.int8)
     ones = np.full((1, d), 128, np.uint8)
     for i in range(qs.shape[0]):
-        held = held_query(qs[i], q8, cu)
-        shift = row_score(held, ones, 0)  # the offset's share: <qs, 128>, as held
-        for l in range(cu.shape[0]):
-            out[i, l] = const[i] + row_score(held, cu, l) - shift
+        list_base8_row(cu, qs[i], const[i], out[i], q8, ones)
 
 
 def byte_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -30,9 +30,10 @@ import math
 
 import numpy as np
 
-from shard.kernels.binary import binary_scan
+from shard.kernels.binary import binary_ivf_search, binary_scan
 from shard.kernels.layout import int16_rows, list_base
 
+_NO_SCALE = np.zeros(0, np.float32)
 QUERY_BITS = {"binary": 1, "scalar4bits": 4, "scalar8bits": 8}
 # Step of the optimal uniform 4-level quantizer of a unit Gaussian (Max, 1960).
 _TWO_BIT_STEP = 0.9957
@@ -135,6 +136,20 @@ class BinaryQuantizer:
         qrot = np.empty((m, self.D), np.float32)
         list_base(rot, np.ascontiguousarray(queries * scale, np.float32), np.zeros(m, np.float32), qrot)
         return qrot, np.zeros(m, np.float32)
+
+    def search_lists(self, queries, held_centroids, probe_half, probe_scale, list_sizes, nprobe, min_candidates,
+                     offsets, members, codes, factors, half_sqnorm, use_sqnorm, out_scores, out_slots):
+        """``prepare``, the list terms from ``held_centroids`` (``byte_rows`` of the
+        centroids), the probe choice (``ivf.select_probes``) and ``scan`` in one
+        kernel call (``binary_ivf_search``), for a few queries. Returns counts."""
+        rot, rscale = self._held_rotation()
+        cent, cscale = held_centroids
+        scale = _NO_SCALE if probe_scale is None else np.ascontiguousarray(probe_scale, np.float32)
+        return binary_ivf_search(np.ascontiguousarray(queries, np.float32), rot, rscale, cent, cscale,
+                                 np.ascontiguousarray(probe_half, np.float32), scale,
+                                 np.ascontiguousarray(list_sizes, np.int64), int(nprobe), int(min_candidates),
+                                 offsets, members, codes, factors, half_sqnorm, use_sqnorm, self.plane_w,
+                                 np.float32(self.w0), self.query_bits, out_scores, out_slots)
 
     def _rotate(self, queries: np.ndarray) -> np.ndarray:
         """``prepare``'s rotated queries (m, D) in float64, by numpy."""
