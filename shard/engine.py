@@ -348,7 +348,7 @@ class ShardEngine:
             return hnsw.GraphCodeStore(q.code_width, q.code_dtype, q.n_factors, index.nlist, m=hc.m,
                                        ef_construct=hc.ef_construct, seed=self.config.quantization.seed)
         return CodeStore(q.code_width, q.code_dtype, q.n_factors, index.nlist,
-                         column_major=getattr(q, "column_major", False))
+                         blocked=getattr(q, "blocked", False))
 
     def _rebuild_graph(self, index: _Index, codes) -> None:
         """A fresh graph over the live codes, built beside the old one (which

@@ -49,7 +49,7 @@ def test_scan_kernel_matches_reference(name, make, dim, use_sqnorm, compacted):
     quant.fit(x - centroids[lists])
     codes, factors = quant.encode(x - centroids[lists], centroids[lists])
     store = CodeStore(quant.code_width, quant.code_dtype, quant.n_factors, len(centroids),
-                      column_major=getattr(quant, "column_major", False))
+                      blocked=getattr(quant, "blocked", False))
     hsq = 0.5 * (x * x).sum(1)
     order = np.random.default_rng(dim).permutation(len(x))  # slots not grouped by list
     store.upsert(np.arange(len(x), dtype=np.uint64)[order], lists[order], codes[order], factors[order],
@@ -314,3 +314,45 @@ def test_kernel_cache_is_keyed_by_every_kernel_source(tmp_path):
     assert shard.kernels.sources_digest(copy) == shard.kernels.sources_digest()
     (copy / "dot8.py").write_text((here / "dot8.py").read_text() + "\n# a helper changed\n")
     assert shard.kernels.sources_digest(copy) != shard.kernels.sources_digest()
+
+
+@pytest.mark.parametrize("blocked", [False, True], ids=["rows", "blocked"])
+def test_code_store_keeps_every_code_through_writes_growth_and_compaction(blocked):
+    """Each live id's code, factors, list and norm stay where its slot says, in
+    both layouts, through replacing writes, deletes, growth and compaction (a
+    dict of what was last written is the model)."""
+    rng = np.random.default_rng(7)
+    width = 6
+    store = CodeStore(width, np.uint64, 2, 5, capacity=16, blocked=blocked)
+    model = {}
+
+    def check():
+        offsets, members, sizes = store.layout()
+        assert store.n == len(model) == sizes.sum()
+        for key, (code, fac, lst, hsq) in model.items():
+            s = int(store.slots_of(np.array([key], np.uint64))[0])
+            got = store.codes[s >> 3, :, s & 7] if blocked else store.codes[s]
+            np.testing.assert_array_equal(got, code)
+            np.testing.assert_array_equal(store.factors[s], fac)
+            assert store.list_of_slot[s] == lst and store.half_sqnorm[s] == hsq
+            assert s in members[offsets[lst]:offsets[lst + 1]]
+
+    for step in range(12):
+        ids = rng.choice(300, size=int(rng.integers(1, 60)), replace=False).astype(np.uint64)
+        codes = rng.integers(0, 2 ** 63, (len(ids), width), dtype=np.uint64)
+        fac = rng.standard_normal((len(ids), 2)).astype(np.float32)
+        lists = rng.integers(0, 5, len(ids)).astype(np.int32)
+        hsq = rng.standard_normal(len(ids)).astype(np.float32)
+        store.upsert(ids, lists, codes, fac, hsq)
+        for i, key in enumerate(ids):
+            model[int(key)] = (codes[i], fac[i], lists[i], hsq[i])
+        gone = rng.choice(300, size=20, replace=False).astype(np.uint64)
+        found = store.delete(gone)
+        for key, f in zip(gone, found):
+            assert f == (int(key) in model)
+            model.pop(int(key), None)
+        check()
+        if step % 3 == 2:
+            store.compact()
+            check()
+    assert len(store.slot_ids) > 16  # it grew

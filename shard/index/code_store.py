@@ -20,6 +20,11 @@ from shard.kernels.layout import build_lists, byte_rows, int16_rows, list_base, 
 from shard.memory import aligned_full
 
 
+def _capacity(cap: int, blocked: bool) -> int:
+    """Slots to allocate: a multiple of 8 for the blocked layout."""
+    return (cap + 7) // 8 * 8 if blocked else cap
+
+
 def record_dtype(code_width: int, code_dtype: np.dtype, n_factors: int) -> np.dtype:
     """The persisted code record of one point (little-endian, packed)."""
     fields = [("list", "<i4"), ("half_sqnorm", "<f4")]
@@ -32,18 +37,19 @@ def record_dtype(code_width: int, code_dtype: np.dtype, n_factors: int) -> np.dt
 
 class CodeStore:
     def __init__(self, code_width: int, code_dtype, n_factors: int, nlist: int, capacity: int = 1024,
-                 column_major: bool = False):
+                 blocked: bool = False):
         self.code_width = code_width
         self.code_dtype = np.dtype(code_dtype)
         self.n_factors = n_factors
         self.nlist = nlist
         self.record = record_dtype(code_width, code_dtype, n_factors)
-        cap = max(16, capacity)
-        # column-major codes (width, cap) let a kernel score a run of slots with
-        # vector instructions across the slots (binary codes: VPOPCNTQ on 8 at once)
-        self.column_major = column_major
+        cap = _capacity(max(16, capacity), blocked)
+        # blocked codes (cap / 8, width, 8): for each 8 slots, their words side by side,
+        # so a kernel scores 8 slots with one vector instruction a word (binary codes:
+        # VPOPCNTQ) and a run of slots is one contiguous range of memory
+        self.blocked = blocked
         # the arrays a query reads at random start on cache lines (aligned_full)
-        self.codes = aligned_full((code_width, cap) if column_major else (cap, code_width), 0, self.code_dtype)
+        self.codes = aligned_full((cap // 8, code_width, 8) if blocked else (cap, code_width), 0, self.code_dtype)
         self.factors = aligned_full((cap, n_factors), 0, np.float32)
         self.half_sqnorm = aligned_full(cap, 0, np.float32)
         self.list_of_slot = aligned_full(cap, -1, np.int32)
@@ -85,12 +91,18 @@ class CodeStore:
         """Replace every per-slot array by one of capacity ``cap`` whose first
         rows are ``old[take]`` (a slice to grow, a permutation to compact)."""
         self.row_nodes = None
+        cap = _capacity(cap, self.blocked)
         for name, fill in self._SLOT_ARRAYS:
             a = getattr(self, name)
-            if name == "codes" and self.column_major:
-                kept = a[:, take]
-                b = aligned_full((a.shape[0], cap), fill, a.dtype)
-                b[:, : kept.shape[1]] = kept
+            if name == "codes" and self.blocked:
+                b = aligned_full((cap // 8,) + a.shape[1:], fill, a.dtype)
+                if isinstance(take, slice):  # growing: the blocks as they are
+                    b[: a.shape[0]] = a
+                else:
+                    slots = np.asarray(take, np.int64)
+                    kept = a[slots >> 3, :, slots & 7]
+                    new = np.arange(len(slots))
+                    b[new >> 3, :, new & 7] = kept
             else:
                 kept = a[take]
                 b = aligned_full((cap,) + kept.shape[1:], fill, kept.dtype)
@@ -127,8 +139,8 @@ class CodeStore:
             slots[new] = np.concatenate([reuse, fresh])
             idmap_set(self.idmap, keys[new], slots[new])
             self.n += n_new
-        if self.code_width and self.column_major:
-            self.codes[:, slots] = codes.T
+        if self.code_width and self.blocked:
+            self.codes[slots >> 3, :, slots & 7] = codes
         elif self.code_width:
             self.codes[slots] = codes
         if self.n_factors:

@@ -86,28 +86,30 @@ def quantize_query_planes(v, qbits, qplanes):
     return vmin, delta, total
 
 
-@njit(nogil=True, cache=True, fastmath=True, boundscheck=False)
-def _block_dots(pc, stride, nblk, W, P, pq, qbits, plane_w, lo, delta, c0, dots, cnt, acc):
+@njit(nogil=True, cache=True, fastmath=True, boundscheck=False, inline="always")
+def _block_dots(pc, stride, bstride, nblk, W, P, pq, qbits, plane_w, lo, delta, c0, dots, cnt, acc):
     """<xbar, v> of ``nblk`` blocks of 8 codes -> dots[:8 * nblk] float32.
 
-    Word w of plane p of code i is the uint64 at ``pc + (p * W + w) * stride + 8 * i``
-    (the column-major code array, or the gathering buffer); the query planes
-    are at ``pq``. cnt and acc are int32 scratch of the same length.
+    Word w of plane p of code i of block j is the uint64 at ``pc + j * bstride +
+    (p * W + w) * stride + 8 * i`` (the blocked code array, or the gathering
+    buffer); the query planes are at ``pq``. cnt and acc are int32 scratch of
+    the same length.
     """
     n = 8 * nblk
     for i in range(n):
         dots[i] = c0
     for p in range(P):
-        plane_sums(pc + p * W * stride, stride, W, nblk, pq, qbits, address(cnt), address(acc))
+        plane_sums(pc + p * W * stride, stride, bstride, W, nblk, pq, qbits, address(cnt), address(acc))
         wp = plane_w[p]
         for i in range(n):
             dots[i] += wp * (lo * np.float32(cnt[i]) + delta * np.float32(acc[i]))
 
 
 @njit(nogil=True, cache=True, fastmath=True, boundscheck=False, inline="always")
-def _offer(hs, hi, size, dots, n, b0, factors, half_sqnorm, use_sqnorm, slot0, slots, bases):
-    """Offer the estimates of n codes to the heap: slot ``slot0 + i`` with list
-    term b0 when slot0 >= 0, else slot ``slots[i]`` with term ``bases[i]``.
+def _offer(hs, hi, size, dots, first, n, b0, factors, half_sqnorm, use_sqnorm, slot0, slots, bases):
+    """Offer the estimates ``dots[first:first + n]`` of n codes to the heap: slot
+    ``slot0 + i`` with list term b0 when slot0 >= 0, else slot ``slots[i]`` with
+    term ``bases[i]``.
     Only an estimate above the heap's worst calls ``heap_push``; returns the
     heap's size."""
     k = hs.shape[0]
@@ -119,7 +121,7 @@ def _offer(hs, hi, size, dots, n, b0, factors, half_sqnorm, use_sqnorm, slot0, s
         else:
             s = slots[i]
             est = bases[i]
-        est += factors[s, 0] + factors[s, 1] * dots[i]
+        est += factors[s, 0] + factors[s, 1] * dots[first + i]
         if use_sqnorm:
             est -= half_sqnorm[s]
         if est > thr:
@@ -130,14 +132,15 @@ def _offer(hs, hi, size, dots, n, b0, factors, half_sqnorm, use_sqnorm, slot0, s
 
 
 @njit(nogil=True, cache=True, fastmath=True, boundscheck=False, inline="always")
-def _gathered(hs, hi, size, waiting, picked, bases, pcodes, stride, PW, pbuf, W, P, pq, qbits, plane_w, lo, delta,
-              c0, dots, cnt, acc, factors, half_sqnorm, use_sqnorm):
+def _gathered(hs, hi, size, waiting, picked, bases, pcodes, stride, bstride, PW, pbuf, W, P, pq, qbits, plane_w, lo,
+              delta, c0, dots, cnt, acc, factors, half_sqnorm, use_sqnorm):
     """Score the ``waiting`` (1..8) gathered codes and offer them to the heap."""
     for j in range(waiting, 8):  # a short block repeats its first code
         picked[j] = picked[0]
-    gather_columns(pcodes, stride, PW, address(picked), pbuf)
-    _block_dots(pbuf, 64, 1, W, P, pq, qbits, plane_w, lo, delta, c0, dots, cnt, acc)
-    return _offer(hs, hi, size, dots, waiting, np.float32(0.0), factors, half_sqnorm, use_sqnorm, -1, picked, bases)
+    gather_columns(pcodes, stride, bstride, PW, address(picked), pbuf)
+    _block_dots(pbuf, 64, 64 * PW, 1, W, P, pq, qbits, plane_w, lo, delta, c0, dots, cnt, acc)
+    return _offer(hs, hi, size, dots, 0, waiting, np.float32(0.0), factors, half_sqnorm, use_sqnorm, -1, picked,
+                  bases)
 
 
 @njit(nogil=True, cache=True, fastmath=True, boundscheck=False)
@@ -147,16 +150,21 @@ def binary_scan(qrot, base, probes, offsets, members, codes, factors,
 
     qrot: (m, D) float32 rotated queries; base: (m, nlist) float32, <c_l, q>;
     probes: (m, nprobe) int32, -1 padded; offsets/members: the list layout;
-    codes: (P * W, cap) uint64, column-major; factors: (cap, 2) float32;
+    codes: (cap / 8, P * W, 8) uint64, blocked (word w of slot s at
+    ``codes[s >> 3, w, s & 7]``: 8 slots' words side by side, a block of 8 slots
+    contiguous); factors: (cap, 2) float32;
     half_sqnorm: (cap,) float32, 0.5 ||o||^2, subtracted when ``use_sqnorm``
     (euclid); plane_w: (P,) float32; qbits: 1, 4 or 8.
     out_scores (m, k) float32, out_slots (m, k) int64: filled best first.
     Returns counts (m,) int64, the number of valid entries per query.
 
-    A run of consecutive slots (a whole list, after compaction) is scored in
-    place, eight codes a vector (``bits.plane_sums``); the codes left over (a
-    run's last few, slots written since compaction) are gathered eight at a time
-    across lists, each with its list's term, and scored from a small buffer.
+    A run of 8 or more consecutive slots (a whole list, after compaction) is
+    scored in place, a block of eight codes a vector (``bits.plane_sums``), the
+    lanes of its first and last blocks that belong to other lists ignored; a
+    run's memory is one contiguous range, which the hardware prefetcher follows
+    as one stream (a layout of one row per word made six per list). Shorter
+    runs (slots written since compaction) are gathered eight at a time across
+    lists, each with its list's term, and scored from a small buffer.
     """
     m = qrot.shape[0]
     counts = np.zeros(m, np.int64)
@@ -174,9 +182,9 @@ def binary_scan(qrot, base, probes, offsets, members, codes, factors,
 def scan_scratch(offsets, D, P, qbits):
     """``scan_one``'s scratch, allocated once per kernel call: (query planes,
     dots, cnt, acc, gathering buffer, picked slots, their list terms)."""
-    nmax = 8
+    nmax = 16  # a run of n slots spans at most n + 14 block lanes
     for l in range(offsets.shape[0] - 1):
-        nmax = max(nmax, offsets[l + 1] - offsets[l])
+        nmax = max(nmax, offsets[l + 1] - offsets[l] + 16)
     # plane rows padded to a multiple of 4 (the layout the query planes are written in)
     return (np.zeros((max(4, (qbits + 3) // 4 * 4), D // 64), np.uint64), np.empty(nmax, np.float32),
             np.empty(nmax, np.int32), np.empty(nmax, np.int32), np.empty((P * (D // 64), 8), np.uint64),
@@ -194,7 +202,8 @@ def scan_one(v, base, lists, n_lists, offsets, members, codes, factors, half_sqn
     P = plane_w.shape[0]
     PW = P * W
     pcodes = address(codes)
-    stride = codes.strides[0]
+    bstride = codes.strides[0]
+    stride = codes.strides[1]
     pq = address(qplanes)
     pbuf = address(buf)
     size = 0
@@ -213,25 +222,26 @@ def scan_one(v, base, lists, n_lists, offsets, members, codes, factors, half_sqn
                 e = t + 1
                 while e < end and members[e] == members[e - 1] + 1:
                     e += 1
-            full = (e - t) // 8
-            if full:
-                _block_dots(pcodes + 8 * a, stride, full, W, P, pq, qbits, plane_w, lo, delta, c0,
-                            dots, cnt, acc)
-                size = _offer(hs, hi, size, dots, 8 * full, b0, factors, half_sqnorm, use_sqnorm, a,
-                              picked, bases)
-            for j in range(t + 8 * full, e):
-                picked[waiting] = members[j]
-                bases[waiting] = b0
-                waiting += 1
-                if waiting == 8:
-                    size = _gathered(hs, hi, size, waiting, picked, bases, pcodes, stride, PW, pbuf, W, P,
-                                     pq, qbits, plane_w, lo, delta, c0, dots, cnt, acc, factors,
-                                     half_sqnorm, use_sqnorm)
-                    waiting = 0
+            n = e - t
+            if n >= 8:
+                first = a >> 3
+                _block_dots(pcodes + first * bstride, stride, bstride, ((a + n - 1) >> 3) - first + 1, W, P, pq,
+                            qbits, plane_w, lo, delta, c0, dots, cnt, acc)
+                size = _offer(hs, hi, size, dots, a & 7, n, b0, factors, half_sqnorm, use_sqnorm, a, picked, bases)
+            else:
+                for j in range(t, e):
+                    picked[waiting] = members[j]
+                    bases[waiting] = b0
+                    waiting += 1
+                    if waiting == 8:
+                        size = _gathered(hs, hi, size, waiting, picked, bases, pcodes, stride, bstride, PW, pbuf,
+                                         W, P, pq, qbits, plane_w, lo, delta, c0, dots, cnt, acc, factors,
+                                         half_sqnorm, use_sqnorm)
+                        waiting = 0
             t = e
     if waiting:
-        size = _gathered(hs, hi, size, waiting, picked, bases, pcodes, stride, PW, pbuf, W, P,
-                         pq, qbits, plane_w, lo, delta, c0, dots, cnt, acc, factors, half_sqnorm, use_sqnorm)
+        size = _gathered(hs, hi, size, waiting, picked, bases, pcodes, stride, bstride, PW, pbuf, W, P, pq, qbits,
+                         plane_w, lo, delta, c0, dots, cnt, acc, factors, half_sqnorm, use_sqnorm)
     heap_sorted(hs, hi, size)
     return size
 

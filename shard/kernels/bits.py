@@ -19,12 +19,12 @@ from numba.extending import intrinsic
 
 
 @intrinsic
-def plane_sums(typingctx, pc, stride, W, nblk, pq, qbits, pcnt, pacc):
+def plane_sums(typingctx, pc, stride, bstride, W, nblk, pq, qbits, pcnt, pacc):
     """Bit sums of ``nblk`` blocks of 8 codes of one bit plane, 8 codes a vector.
 
     Word w (0..W-1) of code i of block j is the uint64 at address
-    ``pc + w * stride + 8 * (8 * j + i)`` (the column-major code array: a row of
-    words per w, codes side by side); the query's bit plane b (0..qbits-1) is
+    ``pc + j * bstride + w * stride + 8 * i`` (the blocked code array: for each 8
+    slots, a row of 8 words per w); the query's bit plane b (0..qbits-1) is
     the W uint64 at ``pq + 8 * W * b``. Writes, as int32 at ``pcnt`` and ``pacc``
     (8 * nblk each):
 
@@ -35,11 +35,11 @@ def plane_sums(typingctx, pc, stride, W, nblk, pq, qbits, pcnt, pacc):
     word, one ``vpopcntq`` over the 8 codes and one add, all in registers.
     Integers in (addresses and counts), nothing out: no array per call.
     """
-    sig = types.void(types.intp, types.intp, types.intp, types.intp, types.intp, types.intp,
+    sig = types.void(types.intp, types.intp, types.intp, types.intp, types.intp, types.intp, types.intp,
                      types.intp, types.intp)
 
     def codegen(context, builder, signature, args):
-        pc, stride, W, nblk, pq, qbits, pcnt, pacc = args
+        pc, stride, bstride, W, nblk, pq, qbits, pcnt, pacc = args
         i32 = ir.IntType(32)
         i64 = ir.IntType(64)
         v8 = ir.VectorType(i64, 8)
@@ -63,7 +63,7 @@ def plane_sums(typingctx, pc, stride, W, nblk, pq, qbits, pcnt, pacc):
             return builder.load(builder.inttoptr(addr, v8.as_pointer()), align=8)
 
         with cgutils.for_range(builder, nblk) as blk:
-            block = builder.add(pc, builder.mul(blk.index, const(64)))
+            block = builder.add(pc, builder.mul(blk.index, bstride))
             builder.store(zero, cnt)
             builder.store(zero, acc)
             with cgutils.for_range(builder, W) as w:
@@ -86,25 +86,27 @@ def plane_sums(typingctx, pc, stride, W, nblk, pq, qbits, pcnt, pacc):
 
 
 @intrinsic
-def gather_columns(typingctx, pc, stride, rows, pslots, pbuf):
-    """Copy 8 columns of a column-major code array into a (rows, 8) uint64 buffer.
+def gather_columns(typingctx, pc, stride, bstride, rows, pslots, pbuf):
+    """Copy 8 slots' codes from a blocked code array into a (rows, 8) uint64 buffer.
 
-    Row r of column c is the uint64 at ``pc + r * stride + 8 * c``; the columns
-    are the 8 int64 at ``pslots``. Each buffer row is written as one 64-byte
+    Word r of slot s is the uint64 at ``pc + (s >> 3) * bstride + r * stride +
+    8 * (s & 7)`` (see ``plane_sums``); the slots are the 8 int64 at ``pslots``. Each buffer row is written as one 64-byte
     vector, so ``plane_sums`` reading it back (one vector load a row) takes
     the stored value straight from the store buffer: eight scalar stores read
     back as one vector would stall each load (a failed store forwarding,
     ~20 cycles; it made the scattered path 4x slower than the in-place one).
     """
-    sig = types.void(types.intp, types.intp, types.intp, types.intp, types.intp)
+    sig = types.void(types.intp, types.intp, types.intp, types.intp, types.intp, types.intp)
 
     def codegen(context, builder, signature, args):
-        pc, stride, rows, pslots, pbuf = args
+        pc, stride, bstride, rows, pslots, pbuf = args
         i64 = ir.IntType(64)
         v8 = ir.VectorType(i64, 8)
-        cols = [builder.mul(builder.load(builder.inttoptr(builder.add(pslots, ir.Constant(i64, 8 * i)),
-                                                          i64.as_pointer())), ir.Constant(i64, 8))
-                for i in range(8)]
+        cols = []
+        for i in range(8):
+            s = builder.load(builder.inttoptr(builder.add(pslots, ir.Constant(i64, 8 * i)), i64.as_pointer()))
+            block = builder.mul(builder.ashr(s, ir.Constant(i64, 3)), bstride)
+            cols.append(builder.add(block, builder.mul(builder.and_(s, ir.Constant(i64, 7)), ir.Constant(i64, 8))))
         with cgutils.for_range(builder, rows) as r:
             row = builder.add(pc, builder.mul(r.index, stride))
             vec = ir.Constant(v8, ir.Undefined)

@@ -51,8 +51,8 @@ class BinaryQuantizer:
     n_factors = 2
     #: the rotation is random, not learned: ``fit`` needs no residuals
     fit_sample = 0
-    #: the scan kernel reads codes column-major (word, slot)
-    column_major = True
+    #: the scan kernel reads codes in blocks of 8 slots (CodeStore: codes[slot >> 3, word, slot & 7])
+    blocked = True
     #: the list term may come from centroids held in bytes: its ~1e-3 rounding is
     #: far below a 1-bit estimate's own error (docs384: same recall to 1e-3)
     coarse_list_term = True
