@@ -612,8 +612,8 @@ class ShardEngine:
         approx ranks, slots)."""
         offsets, members, sizes = codes.layout()
         nprobe, want = self._probe_rule(index, k, effort)
-        out_s = np.full((len(Q), k), -np.inf, np.float32)
-        out_i = np.full((len(Q), k), -1, np.int64)
+        out_s = np.empty((len(Q), k), np.float32)  # every row filled, its tail with sentinels
+        out_i = np.empty((len(Q), k), np.int64)
         counts = index.quantizer.search_lists(
             Q, codes.held_centroids(index.centroids, in_bytes=True), index.probe_half,
             index.probe_scale, sizes, nprobe, want, offsets, members, codes.codes, codes.factors, codes.half_sqnorm,
