@@ -90,7 +90,9 @@ def engine_table(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> None:
-    rows = load("engine-docs384.jsonl")
+    """Renders bench/results/engine-docs384.jsonl, or the results file given."""
+    argv = sys.argv[1:] if argv is None else argv
+    rows = [json.loads(line) for line in open(argv[0]) if line.strip()] if argv else load("engine-docs384.jsonl")
     m = rows[0].get("machine", {})
     print(f"Machine: {m.get('cpu')} ({m.get('cores')} cores), Python {m.get('python')}, {m.get('date')}; "
           f"{rows[0].get('queries')} queries, one search thread.\n")

@@ -70,7 +70,7 @@ class IndexConfig:
     full_scan_threshold: below this many points the shard keeps one list and
         scans every code (as Qdrant's ``full_scan_threshold``).
     nlist: number of k-means lists once above the threshold; 0 picks
-        ``clamp(4 * sqrt(n), 64, 4096)`` at training time.
+        ``clamp(2 * sqrt(n), 64, 4096)`` at training time (``ivf.auto_nlist``).
     nprobe: default lists probed per query (``effort`` overrides per query);
         0 picks ``max(8, nlist // 16)``.
     train_sample: points sampled to train the coarse and fine quantizers.
