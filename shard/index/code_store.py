@@ -239,7 +239,8 @@ class CodeStore:
         of ``centroids``, made on first use and again when they change."""
         held = self._cent_held
         if held is None or held[0] is not centroids or held[1] != in_bytes:
-            held = self._cent_held = (centroids, in_bytes) + (byte_rows(centroids) if in_bytes else int16_rows(centroids))
+            rows = byte_rows(centroids) if in_bytes else int16_rows(centroids)
+            held = self._cent_held = (centroids, in_bytes) + rows
         return held[2], held[3]
 
     def ram_bytes(self) -> int:

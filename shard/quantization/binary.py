@@ -54,7 +54,7 @@ class BinaryQuantizer:
     #: the scan kernel reads codes in blocks of 8 slots (CodeStore: codes[slot >> 3, word, slot & 7])
     blocked = True
     #: the list term may come from centroids held in bytes: its ~1e-3 rounding is
-    #: far below a 1-bit estimate's own error (docs384: same recall to 1e-3)
+    #: far below a 1-bit estimate's own error (docs384: recall@10 within 3e-4)
     coarse_list_term = True
     #: Up to this many queries, ``prepare`` rotates them with the rotation held in
     #: int16 (``layout.list_base``: half the float32 matrix's bytes, which a query
