@@ -39,7 +39,7 @@ import numpy as np
 from bench.datasets import load_docs384, recall_at_k
 from shard.config import CollectionConfig, HnswConfig, IndexConfig, QuantizationConfig
 from shard.engine import ShardEngine
-from shard.kernels.layout import int16_rows
+from shard.held import int16_rows
 from shard.index.hnsw import HnswGraph
 from shard.kernels.exact import dot_rows_indexed
 from shard.quantization.scalar import ScalarQuantizer

@@ -11,7 +11,7 @@ from shard.engine import ShardEngine
 from shard.errors import InvalidArgument
 from shard.index import hnsw
 from shard.index.code_store import CodeStore
-from shard.kernels.layout import byte_rows, int16_rows
+from shard.held import byte_rows, int16_rows
 from shard.index.hnsw import HnswGraph
 from shard.kernels.dot8 import HAS_VNNI, byte_query
 

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from shard.held import byte_rows, int16_rows
 from shard.kernels.idmap import idmap_get, idmap_pop, idmap_set, new_idmap
-from shard.kernels.layout import build_lists, byte_rows, int16_rows, list_base, list_base8
+from shard.kernels.layout import build_lists, list_base, list_base8
 from shard.memory import aligned_full
 
 

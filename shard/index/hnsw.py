@@ -24,8 +24,8 @@ import zlib
 
 import numpy as np
 
+from shard.held import int16_rows
 from shard.index.code_store import CodeStore
-from shard.kernels.layout import int16_rows
 from shard.kernels.idmap import idmap_set
 from shard.kernels.graph import graph_insert, graph_search
 from shard.memory import aligned_copy, aligned_full

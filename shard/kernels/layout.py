@@ -215,20 +215,3 @@ def list_base8(cu, qs, const, out):
     ones = np.full((1, d), 128, np.uint8)
     for i in range(qs.shape[0]):
         list_base8_row(cu, qs[i], const[i], out[i], q8, ones)
-
-
-def byte_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(u (n, d) uint8, scale (d,) float32) with x ~= (u - 128) * scale, each
-    dimension scaled to its largest magnitude (-127..127 before the offset), as
-    ``layout.list_base8`` reads rows."""
-    scale = np.abs(x).max(axis=0).astype(np.float32) / np.float32(127.0)
-    scale[scale == 0] = 1.0
-    return np.ascontiguousarray(np.rint(x / scale) + 128, np.uint8), scale
-
-
-def int16_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(q (n, d) int16, scale (d,) float32) with x ~= q * scale, each dimension
-    scaled to its largest magnitude."""
-    scale = np.abs(x).max(axis=0).astype(np.float32) / np.float32(32767.0)
-    scale[scale == 0] = 1.0
-    return np.ascontiguousarray(np.rint(x / scale), np.int16), scale

@@ -31,7 +31,8 @@ import math
 import numpy as np
 
 from shard.kernels.binary import binary_ivf_search, binary_scan
-from shard.kernels.layout import int16_rows, list_base
+from shard.held import int16_rows
+from shard.kernels.layout import list_base
 
 _NO_SCALE = np.zeros(0, np.float32)
 QUERY_BITS = {"binary": 1, "scalar4bits": 4, "scalar8bits": 8}
