@@ -468,7 +468,21 @@ class ShardEngine:
 
         # the sample's lists are what every point's would be (assignment is per point),
         # so the quantizer fits first and one pass over the originals assigns and encodes
-        index = self._fit_quantizer(sample, lists_of(pick, sample), centroids, n)
+        # (the sampled points take the lists found for them: at 20k points that is all of them)
+        sample_lists = lists_of(pick, sample)
+        index = self._fit_quantizer(sample, sample_lists, centroids, n)
+
+        def chunk_lists(ids, x):
+            if not len(pick):
+                return lists_of(ids, x)
+            at = np.searchsorted(pick, ids).clip(0, len(pick) - 1)
+            hit = pick[at] == ids
+            out = np.empty(len(ids), np.int32)
+            out[hit] = sample_lists[at[hit]]
+            if not hit.all():
+                out[~hit] = lists_of(ids[~hit], x[~hit])
+            return out
+
         codes = self._new_code_store(index)
         recs = np.empty(n, codes.record)
         all_ids = []
@@ -477,7 +491,7 @@ class ShardEngine:
             m = len(chunk_ids)
             if done + m > n:  # only this writer writes; a guard
                 raise RuntimeError(f"shard {self.path}: the originals changed during a retrain")
-            recs[done:done + m] = codes.make_records(*self._encode(index, x, lists_of(chunk_ids, x)))
+            recs[done:done + m] = codes.make_records(*self._encode(index, x, chunk_lists(chunk_ids, x)))
             all_ids.append(chunk_ids)
             done += m
             self.progress("encode", done, n)

@@ -13,7 +13,8 @@ from shard.kernels.layout import build_lists
 from shard.kernels.topk import heap_push, heap_sorted
 from shard.quantization.binary import BinaryQuantizer
 from shard.quantization.product import ProductQuantizer
-from shard.quantization.scalar import ScalarQuantizer
+from shard.kernels.scalar import order_statistics
+from shard.quantization.scalar import ScalarQuantizer, column_quantiles
 from numba import njit
 
 QUANTIZERS = [
@@ -208,6 +209,23 @@ def test_heap_topk_matches_sort(n, k):
     assert size == min(n, k)
     np.testing.assert_array_equal(s[:size], np.sort(v)[::-1][:size])
     np.testing.assert_array_equal(v[i[:size]], s[:size])
+
+
+@pytest.mark.parametrize("n,d", [(1, 3), (2, 16), (9, 17), (1000, 33), (5000, 384)])
+def test_order_statistics_match_sort(n, d):
+    rng = np.random.default_rng(n + d)
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    x[:, 0] = 2.5  # a constant column
+    x[:, 1] = np.round(x[:, 1] * 2)  # a few values, many ties: a bin of equal values
+    if d > 2:
+        x[:, 2] *= 1e6  # wide range
+        x[: n // 2, 2] = 0.0
+    ranks = np.unique(np.array([0, n - 1, n // 2, n // 3, max(0, n - 2), n // 200], np.int64))
+    out = np.empty((d, len(ranks)), np.float32)
+    order_statistics(x, ranks, out)
+    assert np.array_equal(out, np.sort(x, axis=0)[ranks].T)
+    qs = [0.0, 0.005, 0.5, 0.995, 1.0]
+    assert np.allclose(column_quantiles(x, qs), np.quantile(x, qs, axis=0), rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("dim", [37, 64])

