@@ -214,3 +214,31 @@ def test_one_call_search_equals_the_separate_steps(tmp_path, quant, distance):
                         for row_a, row_b in zip(a, b):
                             np.testing.assert_array_equal(row_a, row_b)
                     assert all(len(r) == k for r in one[0])
+
+
+@pytest.mark.parametrize("encoding", ["one_bit", "one_and_half_bits", "two_bits"])
+@pytest.mark.parametrize("dim", [37, 64, 100, 384])
+@pytest.mark.parametrize("bound", [False, True], ids=["rows", "table"])
+def test_encode_kernels_match_numpy_reference(encoding, dim, bound):
+    rng = np.random.default_rng(dim)
+    x = rng.standard_normal((500, dim)).astype(np.float32)
+    table = rng.standard_normal((7, dim)).astype(np.float32)
+    lists = rng.integers(0, 7, len(x)).astype(np.int32)
+    x[3] = table[lists[3]]  # a point on its centroid: zero residual, no direction
+    q = BinaryQuantizer(dim, encoding)
+    q.fit(np.zeros((0, dim), np.float32))
+    if bound:
+        q.bind(table)
+    r, c = x - table[lists], table[lists]
+    codes, factors = q.encode(r, c, lists if bound else None)
+    ref_codes, ref_factors = q.reference_encode(r, c, lists if bound else None)
+    # a coordinate on a level boundary may round either way in the two float32 products
+    up = (r / np.maximum(np.linalg.norm(r, axis=1), 1e-30)[:, None]) @ q.rotation.T
+    step = 0.9957 / np.sqrt(q.D) if encoding == "two_bits" else 1.0
+    edge = np.abs(up / step - np.round(up / step)) < 1e-5 if encoding == "two_bits" else np.abs(up) < 1e-6
+    differ = np.unpackbits((codes ^ ref_codes).view(np.uint8), axis=1, bitorder="little")
+    differ = differ.reshape(len(x), q.n_planes, q.D).any(axis=1)
+    assert not (differ & ~edge).any()
+    assert np.array_equal(codes[3], ref_codes[3]) and factors[3, 1] == ref_factors[3, 1] == 0
+    # the kernel sums in float64, the reference's einsum in float32 (terms up to |r| |c| ~ d here)
+    np.testing.assert_allclose(factors, ref_factors, rtol=1e-4, atol=1e-6 * dim)

@@ -31,6 +31,7 @@ import math
 import numpy as np
 
 from shard.kernels.binary import binary_ivf_search, binary_scan
+from shard.kernels.binary_encode import binary_codes, unit_rows
 from shard.held import int16_rows
 from shard.kernels.layout import list_base
 
@@ -105,6 +106,28 @@ class BinaryQuantizer:
         self._crot = np.ascontiguousarray(centroids @ self.rotation.T, np.float32)
 
     def encode(self, residuals, centroids, lists=None):
+        """Codes (n, code_width) uint64 and factors (n, 2) float32 of residuals
+        (n, d) to their centroids (n, d) (rows ``lists`` of the bound table)."""
+        r = np.ascontiguousarray(residuals, np.float32)
+        c = np.ascontiguousarray(centroids, np.float32)
+        n = len(r)
+        u = np.empty_like(r)
+        norm = np.empty(n, np.float64)
+        rc = np.empty(n, np.float64)
+        unit_rows(r, c, u, norm, rc)
+        up = u @ self.rotation.T
+        if lists is not None and self._crot is not None:
+            crot, rows = self._crot, np.ascontiguousarray(lists, np.int64)
+        else:
+            crot, rows = np.ascontiguousarray(c @ self.rotation.T, np.float32), np.arange(n, dtype=np.int64)
+        codes = np.empty((n, self.code_width), np.uint64)
+        factors = np.empty((n, 2), np.float32)
+        step = _TWO_BIT_STEP / math.sqrt(self.D) if self.encoding == "two_bits" else 0.0
+        binary_codes(up, crot, rows, norm, rc, self.plane_w, np.float32(self.w0), np.float32(step), codes, factors)
+        return codes, factors
+
+    def reference_encode(self, residuals, centroids, lists=None):
+        """``encode`` in numpy (what the kernels are held to)."""
         r = np.ascontiguousarray(residuals, np.float32)
         norm = np.sqrt(np.einsum("ij,ij->i", r, r))
         rc = np.einsum("ij,ij->i", r, centroids)
