@@ -42,6 +42,7 @@ from shard.errors import AlreadyExists, InvalidArgument, NotFound, ResourceExhau
 from shard.index import hnsw, ivf
 from shard.index.code_store import CodeStore
 from shard.kernels.exact import ROW_NOT_FINITE, ROW_ZERO, checked_rows, dot_rows, half_sqnorms, ranked_rows
+from shard.kernels.kmeans import residual_rows
 from shard.memory import batch_allocations, release_free_memory, tune_malloc
 from shard.parallel import map_row_blocks
 from shard.quantization import make_quantizer
@@ -67,6 +68,8 @@ LOCATE_PAUSE = 10.0
 FORMAT_VERSION = b"1"
 #: no 0.5 ||x||^2 to subtract (not euclid)
 _NO_NORMS = np.zeros(0, np.float32)
+#: ``residual_rows`` without a row selection
+_ALL_ROWS = np.zeros(0, np.int64)
 
 
 @dataclass
@@ -401,13 +404,14 @@ class ShardEngine:
         quantizer = make_quantizer(self.config)
         if quantizer is not None:
             want = quantizer.fit_sample
+            # a binary quantizer's rotation is random: no residuals to compute
+            pick = _ALL_ROWS
             if want < len(sample):
-                pick = np.random.default_rng(0).choice(len(sample), want, replace=False)
-                sample, lists = sample[pick], lists[pick]
-            # a binary quantizer's rotation is random: no residuals to compute (120 MB
-            # of temporaries at an 80k-point retrain)
-            fit_on = sample - centroids[lists] if want else np.zeros((0, self.dim), np.float32)
-            quantizer.fit(np.ascontiguousarray(fit_on, np.float32))
+                pick = np.sort(np.random.default_rng(0).choice(len(sample), want, replace=False))
+            fit_on = np.empty((min(want, len(sample)), self.dim), np.float32)
+            residual_rows(np.ascontiguousarray(sample, np.float32), pick, centroids,
+                          lists[pick] if len(pick) else lists, fit_on)
+            quantizer.fit(fit_on)
         return _Index(centroids, quantizer, max(1, n_total), self._cosine)
 
     def _encode(self, index: _Index, x: np.ndarray, lists: np.ndarray | None = None):
@@ -418,9 +422,12 @@ class ShardEngine:
             return lists, None, None, hsq
         q = index.quantizer
 
+        rows_of_c = getattr(q, "needs_centroid_rows", False)
+
         def encode(lo: int, hi: int):
-            c = index.centroids[lists[lo:hi]]
-            return q.encode(x[lo:hi] - c, c, lists[lo:hi])
+            r = np.empty((hi - lo, x.shape[1]), np.float32)
+            residual_rows(x[lo:hi], _ALL_ROWS, index.centroids, lists[lo:hi], r)
+            return q.encode(r, index.centroids[lists[lo:hi]] if rows_of_c else None, lists[lo:hi])
 
         # the quantizers' encoders are numpy and numba, which release the GIL
         parts = map_row_blocks(encode, len(x), ENCODE_BLOCK)

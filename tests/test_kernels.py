@@ -8,7 +8,7 @@ from shard.index.code_store import CodeStore
 from shard.kernels.dot8 import HAS_VNNI, byte_query
 from shard.kernels.exact import (ROW_NOT_FINITE, ROW_ZERO, ROWS_OK, checked_rows, dot_rows, dot_rows_indexed,
                                  half_sqnorms, ranked_rows)
-from shard.kernels.kmeans import assign_among
+from shard.kernels.kmeans import assign_among, residual_rows
 from shard.kernels.layout import build_lists
 from shard.kernels.topk import heap_push, heap_sorted
 from shard.quantization.binary import BinaryQuantizer
@@ -226,6 +226,20 @@ def test_order_statistics_match_sort(n, d):
     assert np.array_equal(out, np.sort(x, axis=0)[ranks].T)
     qs = [0.0, 0.005, 0.5, 0.995, 1.0]
     assert np.allclose(column_quantiles(x, qs), np.quantile(x, qs, axis=0), rtol=1e-6, atol=1e-6)
+
+
+def test_residual_rows_match_numpy():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((50, 37)).astype(np.float32)
+    c = rng.standard_normal((6, 37)).astype(np.float32)
+    lists = rng.integers(0, 6, 50).astype(np.int32)
+    out = np.empty_like(x)
+    residual_rows(x, np.zeros(0, np.int64), c, lists, out)
+    assert np.array_equal(out, x - c[lists])
+    rows = np.array([4, 4, 0, 49], np.int64)
+    some = np.empty((4, 37), np.float32)
+    residual_rows(x, rows, c, lists[rows], some)
+    assert np.array_equal(some, x[rows] - c[lists[rows]])
 
 
 @pytest.mark.parametrize("d", [1, 7, 64, 100, 384])

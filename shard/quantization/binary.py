@@ -53,6 +53,9 @@ class BinaryQuantizer:
     n_factors = 2
     #: the rotation is random, not learned: ``fit`` needs no residuals
     fit_sample = 0
+    #: ``encode`` reads each point's centroid (the engine passes those rows; the
+    #: other quantizers get None)
+    needs_centroid_rows = True
     #: the scan kernel reads codes in blocks of 8 slots (CodeStore: codes[slot >> 3, word, slot & 7])
     blocked = True
     #: the list term may come from centroids held in bytes: its ~1e-3 rounding is
