@@ -4,49 +4,62 @@ import numpy as np
 from numba import njit
 
 
+#: points ``pq_assign`` scores together (their subvectors transposed into one block)
+_PQ_BLOCK = 64
+
+
 @njit(nogil=True, cache=True, fastmath=True, boundscheck=False)
 def pq_assign(xpad, codebooks):
-    """Nearest codeword of each subvector.
+    """Nearest codeword of each subvector (the first of equals).
 
     xpad: (n, M * dsub) float32; codebooks: (M, K, dsub) float32.
     Returns codes (n, M) uint8.
 
-    Scores ``<x, c> - ||c||^2 / 2`` (the same argmax as the least distance) with
-    the codebook transposed to (M, dsub, K), so the inner loops run over the K
-    codewords, contiguous, in vector registers; over dsub (1 to 16 values) they
-    stayed scalar (1.18 s for 20k x 96 subspaces against ~0.2 s).
+    Scores ``<x, c> - ||c||^2 / 2`` (the same argmax as the least distance) for
+    64 points at a time, their subvectors transposed into a block so every loop
+    runs over the points in vector registers: the running best and its codeword
+    are a compare and two selects a lane. Looping over the codewords a point (the
+    kernel before) left the max and argmax scalar: 5-7x slower at dsub 1-4.
     """
     n = xpad.shape[0]
     M, K, dsub = codebooks.shape
-    cbt = np.empty((M, dsub, K), np.float32)
+    D = M * dsub
     half = np.zeros((M, K), np.float32)
     for m in range(M):
         for c in range(K):
             for j in range(dsub):
                 v = codebooks[m, c, j]
-                cbt[m, j, c] = v
                 half[m, c] += v * v
     half *= np.float32(0.5)
     codes = np.empty((n, M), np.uint8)
-    s = np.empty(K, np.float32)
-    for i in range(n):
+    xt = np.empty((D, _PQ_BLOCK), np.float32)
+    best = np.empty(_PQ_BLOCK, np.float32)
+    arg = np.empty(_PQ_BLOCK, np.int32)
+    sc = np.empty(_PQ_BLOCK, np.float32)
+    for i0 in range(0, n, _PQ_BLOCK):
+        b = min(_PQ_BLOCK, n - i0)
+        for t in range(b):
+            for u in range(D):
+                xt[u, t] = xpad[i0 + t, u]
         for m in range(M):
             off = m * dsub
-            hm = half[m]
+            for t in range(_PQ_BLOCK):
+                best[t] = -np.inf
+                arg[t] = 0
             for c in range(K):
-                s[c] = -hm[c]
-            for j in range(dsub):
-                xv = xpad[i, off + j]
-                row = cbt[m, j]
-                for c in range(K):
-                    s[c] += xv * row[c]
-            best = s[0]
-            for c in range(1, K):  # a max reduction: vectorised
-                best = max(best, s[c])
-            arg = 0
-            while s[arg] != best:  # the first codeword that reaches it
-                arg += 1
-            codes[i, m] = arg
+                h = half[m, c]
+                for t in range(_PQ_BLOCK):
+                    sc[t] = -h
+                for j in range(dsub):
+                    w = codebooks[m, c, j]
+                    for t in range(_PQ_BLOCK):
+                        sc[t] += xt[off + j, t] * w
+                for t in range(_PQ_BLOCK):
+                    better = sc[t] > best[t]
+                    best[t] = sc[t] if better else best[t]
+                    arg[t] = c if better else arg[t]
+            for t in range(b):
+                codes[i0 + t, m] = arg[t]
     return codes
 
 

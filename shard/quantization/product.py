@@ -8,6 +8,7 @@ import numpy as np
 
 from shard.kernels.kmeans import pq_assign, pq_update
 from shard.kernels.product import product_luts, product_scan
+from shard.parallel import map_row_blocks
 
 #: float32 dimensions per one-byte subquantizer, by compression ratio.
 SUBSPACE_DIMS = {"x4": 1, "x8": 2, "x16": 4, "x32": 8, "x64": 16}
@@ -58,7 +59,8 @@ class ProductQuantizer:
         if n < self.K:  # jitter duplicates so they can split
             cb += rng.normal(0, 1e-4, cb.shape).astype(np.float32)
         for _ in range(TRAIN_ITERATIONS):
-            codes = pq_assign(x, cb)
+            parts = map_row_blocks(lambda lo, hi: pq_assign(x[lo:hi], cb), n, 4096)  # the kernel releases the GIL
+            codes = parts[0] if len(parts) == 1 else np.concatenate(parts)
             pq_update(x, codes, cb)
         self._set_codebooks(cb)
 
