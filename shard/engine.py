@@ -403,14 +403,13 @@ class ShardEngine:
         sample (m, d) whose lists (m,) under those centroids are ``lists``."""
         quantizer = make_quantizer(self.config)
         if quantizer is not None:
-            want = quantizer.fit_sample
-            # a binary quantizer's rotation is random: no residuals to compute
-            pick = _ALL_ROWS
+            want = min(quantizer.fit_sample, len(sample))  # 0 for a binary quantizer: no residuals
+            rows, of = _ALL_ROWS, lists
             if want < len(sample):
-                pick = np.sort(np.random.default_rng(0).choice(len(sample), want, replace=False))
-            fit_on = np.empty((min(want, len(sample)), self.dim), np.float32)
-            residual_rows(np.ascontiguousarray(sample, np.float32), pick, centroids,
-                          lists[pick] if len(pick) else lists, fit_on)
+                rows = np.sort(np.random.default_rng(0).choice(len(sample), want, replace=False))
+                of = lists[rows]
+            fit_on = np.empty((want, self.dim), np.float32)
+            residual_rows(np.ascontiguousarray(sample, np.float32), rows, centroids, of, fit_on)
             quantizer.fit(fit_on)
         return _Index(centroids, quantizer, max(1, n_total), self._cosine)
 
@@ -422,12 +421,10 @@ class ShardEngine:
             return lists, None, None, hsq
         q = index.quantizer
 
-        rows_of_c = getattr(q, "needs_centroid_rows", False)
-
         def encode(lo: int, hi: int):
             r = np.empty((hi - lo, x.shape[1]), np.float32)
             residual_rows(x[lo:hi], _ALL_ROWS, index.centroids, lists[lo:hi], r)
-            return q.encode(r, index.centroids[lists[lo:hi]] if rows_of_c else None, lists[lo:hi])
+            return q.encode(r, index.centroids[lists[lo:hi]] if q.needs_centroid_rows else None, lists[lo:hi])
 
         # the quantizers' encoders are numpy and numba, which release the GIL
         parts = map_row_blocks(encode, len(x), ENCODE_BLOCK)

@@ -32,6 +32,9 @@ class Quantizer(Protocol):
     #: byte a dimension (CodeStore.query_base): its rounding, ~1e-3 of a score,
     #: must be far below the quantizer's own estimation error
     coarse_list_term: bool
+    #: whether ``encode`` reads each point's centroid row; the engine passes None
+    #: for ``centroids`` to quantizers that do not (and skips gathering them)
+    needs_centroid_rows: bool
 
     # Quantizers whose codes an HNSW graph can walk (config.HNSW_KINDS) also have
     # ``graph_view(centroids) -> (off, b)``: see shard/kernels/graph.py.
@@ -42,7 +45,8 @@ class Quantizer(Protocol):
     def encode(self, residuals: np.ndarray, centroids: np.ndarray,
                lists: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Codes (n, code_width) and factors (n, n_factors) float32 of residuals
-        (n, d) whose list centroids are the rows of ``centroids`` (n, d).
+        (n, d) whose list centroids are the rows of ``centroids`` (n, d), or None
+        when ``needs_centroid_rows`` is false.
         ``lists`` (n,): those centroids' rows in the table given to ``bind``, when
         the caller knows them (a quantizer may look per-list values up)."""
 

@@ -28,6 +28,7 @@ class ProductQuantizer:
     fit_sample = 20_000
     #: the list term from float32 or int16 centroids only (not measured in bytes)
     coarse_list_term = False
+    needs_centroid_rows = False
 
     def __init__(self, dim: int, compression: str = "x16", seed: int = 0):
         self.dim = dim

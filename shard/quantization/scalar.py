@@ -40,6 +40,7 @@ class ScalarQuantizer:
     fit_sample = 40_000
     #: the list term from float32 or int16 centroids only: int8 codes estimate to ~1e-3 themselves
     coarse_list_term = False
+    needs_centroid_rows = False
 
     def __init__(self, dim: int, quantile: float = 0.99):
         self.dim = dim
@@ -57,9 +58,11 @@ class ScalarQuantizer:
             lo, hi = column_quantiles(r, [tail, 1.0 - tail])
         else:
             lo, hi = r.min(axis=0), r.max(axis=0)
-        step = (hi - lo) / 255.0
-        self.lo = lo.astype(np.float32)
-        self.step = np.maximum(step, 1e-12).astype(np.float32)
+        self._set_range(lo, np.maximum((hi - lo) / 255.0, 1e-12))
+
+    def _set_range(self, lo: np.ndarray, step: np.ndarray) -> None:
+        self.lo = np.ascontiguousarray(lo, np.float32)
+        self.step = np.ascontiguousarray(step, np.float32)
         self.inv_step = (1.0 / self.step).astype(np.float32)
 
     def encode(self, residuals, centroids, lists=None):
@@ -97,6 +100,4 @@ class ScalarQuantizer:
         return {"lo": self.lo, "step": self.step}
 
     def load_state(self, state) -> None:
-        self.lo = np.ascontiguousarray(state["lo"], np.float32)
-        self.step = np.ascontiguousarray(state["step"], np.float32)
-        self.inv_step = (1.0 / self.step).astype(np.float32)
+        self._set_range(state["lo"], state["step"])
