@@ -293,15 +293,17 @@ def test_kmeans_warm_start_does_not_lose_ground():
     assert err(warm) <= err(cold)
 
 
+@pytest.mark.parametrize("n", [1, 17, 500])
 @pytest.mark.parametrize("dsub", [1, 2, 4, 8, 16])
-def test_pq_assign_matches_reference(dsub):
+def test_pq_assign_matches_reference(dsub, n):
     """Each subvector gets a codeword at the least distance (ties aside: the kernel
-    ranks by <x, c> - |c|^2 / 2, the reference by the distance itself)."""
+    ranks by <x, c> - |c|^2 / 2, the reference by the distance itself), for blocks
+    of 64 points that are full, partial, and nearly empty."""
     from shard.kernels.kmeans import pq_assign, pq_assign_reference
 
     rng = np.random.default_rng(dsub)
     M = 48 // dsub
-    x = rng.standard_normal((500, M * dsub)).astype(np.float32)
+    x = rng.standard_normal((n, M * dsub)).astype(np.float32)
     cb = rng.standard_normal((M, 256, dsub)).astype(np.float32)
     got, ref = pq_assign(x, cb).astype(np.int64), pq_assign_reference(x, cb).astype(np.int64)
     sub = x.reshape(len(x), M, dsub)
@@ -310,6 +312,23 @@ def test_pq_assign_matches_reference(dsub):
     d_ref = ((sub - cb[m, ref]) ** 2).sum(-1)
     np.testing.assert_allclose(d_got, d_ref, rtol=1e-4, atol=1e-4)
     assert (got == ref).mean() > 0.99
+
+
+def test_pq_assign_takes_views_and_refuses_other_widths():
+    """Strided inputs are copied to the contiguous layout the kernel addresses;
+    a subspace width without a kernel is an error, not a wrong answer."""
+    from shard.kernels.kmeans import pq_assign, pq_assign_reference
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((90, 64)).astype(np.float32)
+    cb = rng.standard_normal((8, 256, 8)).astype(np.float32)
+    view = x[::2, :]  # rows not adjacent
+    books = np.ascontiguousarray(cb.transpose(1, 0, 2)).transpose(1, 0, 2)  # (M, K, dsub), not C-ordered
+    assert not view.flags.c_contiguous and not books.flags.c_contiguous
+    got = pq_assign(view, books)
+    assert (got == pq_assign_reference(view, cb)).mean() > 0.99
+    with pytest.raises(ValueError, match="dimensions"):
+        pq_assign(rng.standard_normal((4, 12)).astype(np.float32), rng.standard_normal((4, 256, 3)).astype(np.float32))
 
 
 @pytest.mark.parametrize("d", [8, 63, 64, 100, 384, 1024])

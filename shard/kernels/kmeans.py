@@ -3,27 +3,36 @@
 import numpy as np
 from numba import njit
 
+from shard.kernels.dot8 import address
+from shard.kernels.nearest import (BLOCK, GROUPS, LANES, nearest1, nearest2, nearest4, nearest8,
+                                   nearest16)
 
-#: points ``pq_assign`` scores together (their subvectors transposed into one block)
-_PQ_BLOCK = 64
 
-
-@njit(nogil=True, cache=True, fastmath=True, boundscheck=False)
 def pq_assign(xpad, codebooks):
     """Nearest codeword of each subvector (the first of equals).
 
-    xpad: (n, M * dsub) float32; codebooks: (M, K, dsub) float32.
-    Returns codes (n, M) uint8.
+    xpad: (n, M * dsub) float32; codebooks: (M, K, dsub) float32, dsub one of
+    1, 2, 4, 8, 16 (``nearest.GROUPS``). Returns codes (n, M) uint8.
+    """
+    dsub = codebooks.shape[2]
+    if dsub not in GROUPS:
+        raise ValueError(f"subspaces of {dsub} dimensions; the kernels take {sorted(GROUPS)}")
+    return _pq_assign(np.ascontiguousarray(xpad, np.float32), np.ascontiguousarray(codebooks, np.float32),
+                      LANES * GROUPS[dsub])
 
-    Scores ``<x, c> - ||c||^2 / 2`` (the same argmax as the least distance) for
-    64 points at a time, their subvectors transposed into a block so every loop
-    runs over the points in vector registers: the running best and its codeword
-    are a compare and two selects a lane. Looping over the codewords a point (the
-    kernel before) left the max and argmax scalar: 5-7x slower at dsub 1-4.
+
+@njit(nogil=True, cache=True, fastmath=True, boundscheck=False)
+def _pq_assign(xpad, codebooks, span):
+    """``pq_assign``'s kernel; span: points a ``nearest`` call scores (16 x its groups).
+
+    Scores ``<x, c> - ||c||^2 / 2`` (the same argmax as the least distance).
+    64 points at a time are transposed into a block, each subspace's
+    coordinates one row of 64, and the IR kernels of ``nearest`` score 16 of
+    them a register. On docs384 (one thread) 2.6-8 us a point against 8-24 us
+    for the numba loop over 64 lanes before (dsub 16 .. 1), the same codes.
     """
     n = xpad.shape[0]
     M, K, dsub = codebooks.shape
-    D = M * dsub
     half = np.zeros((M, K), np.float32)
     for m in range(M):
         for c in range(K):
@@ -32,34 +41,35 @@ def pq_assign(xpad, codebooks):
                 half[m, c] += v * v
     half *= np.float32(0.5)
     codes = np.empty((n, M), np.uint8)
-    xt = np.empty((D, _PQ_BLOCK), np.float32)
-    best = np.empty(_PQ_BLOCK, np.float32)
-    arg = np.empty(_PQ_BLOCK, np.int32)
-    sc = np.empty(_PQ_BLOCK, np.float32)
-    for i0 in range(0, n, _PQ_BLOCK):
-        b = min(_PQ_BLOCK, n - i0)
+    xt = np.zeros((M, dsub, BLOCK), np.float32)  # lanes past a short last block: scored, not read
+    best = np.empty(BLOCK, np.int32)
+    stride = 4 * BLOCK
+    for i0 in range(0, n, BLOCK):
+        b = min(BLOCK, n - i0)
         for t in range(b):
-            for u in range(D):
-                xt[u, t] = xpad[i0 + t, u]
-        for m in range(M):
-            off = m * dsub
-            for t in range(_PQ_BLOCK):
-                best[t] = -np.inf
-                arg[t] = 0
-            for c in range(K):
-                h = half[m, c]
-                for t in range(_PQ_BLOCK):
-                    sc[t] = -h
+            for m in range(M):
                 for j in range(dsub):
-                    w = codebooks[m, c, j]
-                    for t in range(_PQ_BLOCK):
-                        sc[t] += xt[off + j, t] * w
-                for t in range(_PQ_BLOCK):
-                    better = sc[t] > best[t]
-                    best[t] = sc[t] if better else best[t]
-                    arg[t] = c if better else arg[t]
+                    xt[m, j, t] = xpad[i0 + t, m * dsub + j]
+        # addresses taken where the arrays are used (numba frees an array after the
+        # last use of its name: taken before the loop, they pointed at freed memory)
+        pxt, pcb, ph, po = address(xt), address(codebooks), address(half), address(best)
+        for m in range(M):
+            pc = pcb + 4 * m * K * dsub
+            pm = ph + 4 * m * K
+            for t0 in range(0, BLOCK, span):
+                px = pxt + 4 * (m * dsub * BLOCK + t0)
+                if dsub == 1:
+                    nearest1(px, stride, pc, pm, K, po + 4 * t0)
+                elif dsub == 2:
+                    nearest2(px, stride, pc, pm, K, po + 4 * t0)
+                elif dsub == 4:
+                    nearest4(px, stride, pc, pm, K, po + 4 * t0)
+                elif dsub == 8:
+                    nearest8(px, stride, pc, pm, K, po + 4 * t0)
+                else:
+                    nearest16(px, stride, pc, pm, K, po + 4 * t0)
             for t in range(b):
-                codes[i0 + t, m] = arg[t]
+                codes[i0 + t, m] = best[t]
     return codes
 
 
