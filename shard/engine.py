@@ -398,9 +398,10 @@ class ShardEngine:
         return ivf.kmeans(km_sample, nlist, self.config.quantization.seed, self.progress, init=init)
 
     def _fit_quantizer(self, sample: np.ndarray, lists: np.ndarray | None, centroids: np.ndarray,
-                       n_total: int) -> _Index:
+                       n_total: int, previous: _Index | None = None) -> _Index:
         """The index for ``centroids``, its quantizer fitted on the residuals of a
-        sample (m, d) whose lists (m,) under those centroids are ``lists``."""
+        sample (m, d) whose lists (m,) under those centroids are ``lists``
+        (starting from ``previous``'s quantizer, the index being replaced)."""
         quantizer = make_quantizer(self.config)
         if quantizer is not None:
             want = min(quantizer.fit_sample, len(sample))  # 0 for a binary quantizer: no residuals
@@ -410,7 +411,7 @@ class ShardEngine:
                 of = lists[rows]
             fit_on = np.empty((want, self.dim), np.float32)
             residual_rows(np.ascontiguousarray(sample, np.float32), rows, centroids, of, fit_on)
-            quantizer.fit(fit_on)
+            quantizer.fit(fit_on, None if previous is None else previous.quantizer)
         return _Index(centroids, quantizer, max(1, n_total), self._cosine)
 
     def _encode(self, index: _Index, x: np.ndarray, lists: np.ndarray | None = None):
@@ -479,7 +480,7 @@ class ShardEngine:
         # so the quantizer fits first and one pass over the originals assigns and encodes
         # (the sampled points take the lists found for them: at 20k points that is all of them)
         sample_lists = lists_of(pick, sample)
-        index = self._fit_quantizer(sample, sample_lists, centroids, n)
+        index = self._fit_quantizer(sample, sample_lists, centroids, n, previous=old)
 
         def chunk_lists(ids, x):
             if not len(pick):

@@ -61,6 +61,42 @@ def test_product_codes_are_nearest_codewords(seed, compression):
     assert np.all(chosen <= d_all.min(-1) + 1e-4)
 
 
+def _pq_error(pq, x):
+    codes, _ = pq.encode(x, None)
+    recon = pq.codebooks[np.arange(pq.M)[None, :], codes.astype(np.int64)].reshape(len(x), -1)[:, : x.shape[1]]
+    return float(((x - recon) ** 2).sum(1).mean())
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 1000), st.sampled_from(["x4", "x8", "x16", "x32"]), st.floats(0.5, 2.0))
+def test_product_refit_from_previous_never_codes_worse(seed, compression, spread):
+    """A retrain fits from the previous quantizer's codebooks (fewer iterations):
+    k-means steps never raise the error, so the new codebooks code the new
+    sample at most as badly as the previous ones do, and the previous stays as it was."""
+    rng = np.random.default_rng(seed)
+    old = rng.standard_normal((600, 32)).astype(np.float32)
+    new = (spread * rng.standard_normal((900, 32)) + 0.3).astype(np.float32)
+    prev = ProductQuantizer(32, compression, seed=seed)
+    prev.fit(old)
+    kept = prev.codebooks.copy()
+    pq = ProductQuantizer(32, compression, seed=seed)
+    pq.fit(new, prev)
+    assert pq.codebooks.shape == kept.shape
+    np.testing.assert_array_equal(prev.codebooks, kept)
+    assert _pq_error(pq, new) <= _pq_error(prev, new) * (1 + 1e-5)
+
+
+def test_product_refit_ignores_a_previous_of_another_shape():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((400, 32)).astype(np.float32)
+    other = ProductQuantizer(32, "x8", seed=0)
+    other.fit(x)
+    cold, warm = ProductQuantizer(32, "x16", seed=0), ProductQuantizer(32, "x16", seed=0)
+    cold.fit(x)
+    warm.fit(x, other)
+    np.testing.assert_array_equal(cold.codebooks, warm.codebooks)
+
+
 class EngineMatchesDict(RuleBasedStateMachine):
     """Random upsert/delete sequences leave the engine equal to a dict model,
     including after a reopen."""

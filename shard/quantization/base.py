@@ -39,8 +39,10 @@ class Quantizer(Protocol):
     # Quantizers whose codes an HNSW graph can walk (config.HNSW_KINDS) also have
     # ``graph_view(centroids) -> (off, b)``: see shard/kernels/graph.py.
 
-    def fit(self, residuals: np.ndarray) -> None:
-        """Learn parameters from a sample of residuals (n, d) float32."""
+    def fit(self, residuals: np.ndarray, previous: "Quantizer | None" = None) -> None:
+        """Learn parameters from a sample of residuals (n, d) float32.
+        ``previous``: the quantizer of the index being replaced (same config),
+        a starting point for a quantizer that learns iteratively."""
 
     def encode(self, residuals: np.ndarray, centroids: np.ndarray,
                lists: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -84,7 +84,7 @@ class BinaryQuantizer:
         self._rot16: tuple[np.ndarray, np.ndarray] | None = None  # the rotation in int16 (int16_rows)
 
     # -- training -------------------------------------------------------
-    def fit(self, residuals: np.ndarray) -> None:
+    def fit(self, residuals: np.ndarray, previous=None) -> None:
         """Draw the random rotation. It does not depend on the data: centring
         happens through the list centroids, which the engine trains."""
         rng = np.random.default_rng(self.seed + 7919)

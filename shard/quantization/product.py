@@ -12,7 +12,14 @@ from shard.parallel import map_row_blocks
 
 #: float32 dimensions per one-byte subquantizer, by compression ratio.
 SUBSPACE_DIMS = {"x4": 1, "x8": 2, "x16": 4, "x32": 8, "x64": 16}
-TRAIN_ITERATIONS = 12
+#: k-means iterations from codewords drawn from the sample, and from a previous
+#: quantizer's codebooks (a retrain). On docs384 (100k points, retrains at 20k and 80k)
+#: 8 + 4 + 4 ranked as well as 12 + 12 + 12 (x16 recall@10 at oversampling 1/2/4
+#: 0.814/0.944/0.978 against 0.812/0.942/0.978; x32 0.680/0.844/0.933 against
+#: 0.678/0.845/0.932) and ingest went from 18k to 24k vectors/s (x16). The codebooks'
+#: error still falls past 12 iterations, the ranking does not improve.
+TRAIN_ITERATIONS = 8
+WARM_ITERATIONS = 4
 
 
 class ProductQuantizer:
@@ -49,17 +56,25 @@ class ProductQuantizer:
         out[:, : x.shape[1]] = x
         return out
 
-    def fit(self, residuals: np.ndarray) -> None:
+    def fit(self, residuals: np.ndarray, previous=None) -> None:
+        """k-means per subspace on the residuals (n, d); from ``previous``'s
+        codebooks when it is a fitted product quantizer of the same shape."""
         x = self._pad(residuals)
         n = len(x)
-        rng = np.random.default_rng(self.seed + 104729)
-        # initial codewords: distinct training rows (repeated if n < K)
-        pick = rng.permutation(n)[: self.K] if n >= self.K else rng.integers(0, n, self.K)
-        cb = x[pick].reshape(self.K, self.M, self.dsub).transpose(1, 0, 2)
-        cb = np.ascontiguousarray(cb, np.float32)
-        if n < self.K:  # jitter duplicates so they can split
-            cb += rng.normal(0, 1e-4, cb.shape).astype(np.float32)
-        for _ in range(TRAIN_ITERATIONS):
+        if (isinstance(previous, ProductQuantizer) and previous.codebooks is not None
+                and previous.codebooks.shape == (self.M, self.K, self.dsub)):
+            cb = previous.codebooks.copy()
+            iterations = WARM_ITERATIONS
+        else:
+            rng = np.random.default_rng(self.seed + 104729)
+            # initial codewords: distinct training rows (repeated if n < K)
+            pick = rng.permutation(n)[: self.K] if n >= self.K else rng.integers(0, n, self.K)
+            cb = x[pick].reshape(self.K, self.M, self.dsub).transpose(1, 0, 2)
+            cb = np.ascontiguousarray(cb, np.float32)
+            if n < self.K:  # jitter duplicates so they can split
+                cb += rng.normal(0, 1e-4, cb.shape).astype(np.float32)
+            iterations = TRAIN_ITERATIONS
+        for _ in range(iterations):
             parts = map_row_blocks(lambda lo, hi: pq_assign(x[lo:hi], cb), n, 4096)  # the kernel releases the GIL
             codes = parts[0] if len(parts) == 1 else np.concatenate(parts)
             pq_update(x, codes, cb)

@@ -51,7 +51,7 @@ class ScalarQuantizer:
         self.step: np.ndarray | None = None
         self.inv_step: np.ndarray | None = None  # 1 / step: encoding multiplies
 
-    def fit(self, residuals: np.ndarray) -> None:
+    def fit(self, residuals: np.ndarray, previous=None) -> None:
         r = np.ascontiguousarray(residuals, np.float32)
         tail = (1.0 - self.quantile) / 2.0
         if tail > 0 and len(r) > 1:
