@@ -423,3 +423,31 @@ def test_code_store_keeps_every_code_through_writes_growth_and_compaction(blocke
             store.compact()
             check()
     assert len(store.slot_ids) > 16  # it grew
+
+
+def _lloyd_reference(x, codebook, iterations):
+    """Lloyd steps in float64 on one dimension: each value to its nearest codeword
+    (the lowest index of equals), each codeword to its values' mean (kept if none)."""
+    c = codebook.astype(np.float64).copy()
+    for _ in range(iterations):
+        a = np.argmin(np.abs(x[:, None].astype(np.float64) - c[None, :]), axis=1)
+        for k in range(len(c)):
+            if (a == k).any():
+                c[k] = x[a == k].astype(np.float64).mean()
+    return c
+
+
+@pytest.mark.parametrize("n,K,iterations", [(3000, 256, 1), (3000, 256, 6), (500, 16, 4), (7, 4, 3)])
+def test_lloyd_1d_matches_plain_lloyd(n, K, iterations):
+    """The one-dimensional k-means (x4 product codes) moves each row's codewords
+    as plain Lloyd steps in float64 do."""
+    from shard.kernels.kmeans import lloyd_1d
+
+    rng = np.random.default_rng(n + K)
+    x = rng.standard_normal((3, n)).astype(np.float32)
+    books = np.stack([np.sort(rng.choice(row, K, replace=False)) for row in x]).astype(np.float32)
+    books = books[:, rng.permutation(K)].copy()  # the kernel must not rely on the codewords' order
+    got = books.copy()
+    lloyd_1d(np.sort(x, axis=1), got, iterations)
+    for m in range(3):
+        np.testing.assert_allclose(got[m], _lloyd_reference(x[m], books[m], iterations), rtol=1e-5, atol=1e-6)

@@ -109,6 +109,45 @@ def pq_update(xpad, codes, codebooks):
 
 
 @njit(nogil=True, cache=True, fastmath=True, boundscheck=False)
+def lloyd_1d(cols, codebook, iterations):
+    """k-means in one dimension for each row: ``iterations`` Lloyd steps moving
+    codebook (M, K) float32 in place, each row's codewords over the values of
+    cols (M, n) float32, each row sorted ascending (numpy's sort is vectorised).
+
+    On sorted values a codeword's points are the run between the midpoints to
+    its neighbours (a binary search each) and their mean comes from prefix sums,
+    so a step costs K log n a row instead of n K (``pq_assign`` + ``pq_update``):
+    x4 product codes have 384 one-dimensional subspaces. The split at midpoints
+    is exact where ``pq_assign``'s ``<x, c> - c^2 / 2`` in float32 rounds near-ties
+    either way (~1 value in 2,000 on normal data). A codeword left without
+    points keeps its place; of equal codewords the lower index takes the values
+    below, the next the values from there up (so equal codewords can part)."""
+    M, n = cols.shape
+    K = codebook.shape[1]
+    prefix = np.empty(n + 1, np.float64)
+    moved = np.empty(K, np.float32)
+    for m in range(M):
+        col = cols[m]
+        prefix[0] = 0.0
+        for i in range(n):
+            prefix[i + 1] = prefix[i] + col[i]
+        c = codebook[m]
+        for _ in range(iterations):
+            order = np.argsort(c, kind="mergesort")  # stable: equal codewords by index
+            lo = 0
+            for r in range(K):
+                k = order[r]
+                hi = n
+                if r + 1 < K:
+                    hi = np.searchsorted(col, np.float32(0.5) * (c[k] + c[order[r + 1]]))
+                    hi = max(hi, lo)
+                moved[k] = c[k] if hi == lo else np.float32((prefix[hi] - prefix[lo]) / (hi - lo))
+                lo = hi
+            for k in range(K):
+                c[k] = moved[k]
+
+
+@njit(nogil=True, cache=True, fastmath=True, boundscheck=False)
 def cluster_means_update(x, assign, centroids):
     """Move each centroid (k, d) to the mean of its points x (n, d), in place.
 

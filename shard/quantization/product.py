@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from shard.kernels.kmeans import pq_assign, pq_update
+from shard.kernels.kmeans import lloyd_1d, pq_assign, pq_update
 from shard.kernels.product import product_luts, product_scan
 from shard.parallel import map_row_blocks
 
@@ -74,6 +74,12 @@ class ProductQuantizer:
             if n < self.K:  # jitter duplicates so they can split
                 cb += rng.normal(0, 1e-4, cb.shape).astype(np.float32)
             iterations = TRAIN_ITERATIONS
+        if self.dsub == 1:  # x4: each dimension's k-means on its sorted values (kmeans.lloyd_1d)
+            cols = np.sort(x.T, axis=1)
+            books = np.ascontiguousarray(cb[:, :, 0])
+            map_row_blocks(lambda lo, hi: lloyd_1d(cols[lo:hi], books[lo:hi], iterations), self.M, 64)
+            self._set_codebooks(books[:, :, None])
+            return
         for _ in range(iterations):
             parts = map_row_blocks(lambda lo, hi: pq_assign(x[lo:hi], cb), n, 4096)  # the kernel releases the GIL
             codes = parts[0] if len(parts) == 1 else np.concatenate(parts)
