@@ -204,7 +204,7 @@ def main(argv=None):
             if fam == "scalar":
                 views["scalar"] = (codes, (C + qz.lo).astype(np.float32), lists, qz.step)
             else:
-                views["product"] = (codes, C, lists, qz)
+                views["product"] = (codes, qz.graph_view(C)[0], lists, qz)  # rotated centroids
         gcodes, goff, gb = fit_scalar_global(xb)
         views["scalar-global"] = (gcodes, goff, zeros_l, gb)
 
@@ -231,11 +231,12 @@ def main(argv=None):
             out_i = np.empty((1, k), np.int64)
             codes, off, lists, extra = views[view]
             b = extra.books_t if view == "product" else extra
+            queries = extra.graph_points(xq) if view == "product" else xq  # rotated for product codes
             offq, oscale = int16_rows(off)
             slot_ids = np.arange(len(codes), dtype=np.uint64)
 
             def one(i):
-                c = g.search(xq[i: i + 1], b, offq, oscale, lists, codes, hsq, False, ef, slot_ids, out_s, out_ids,
+                c = g.search(queries[i: i + 1], b, offq, oscale, lists, codes, hsq, False, ef, slot_ids, out_s, out_ids,
                              out_i)
                 return rescore(xb, xq[i], out_i[0, : c[0]])
             return one

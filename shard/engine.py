@@ -319,7 +319,8 @@ class ShardEngine:
                 if self.config.hnsw is not None:
                     # the graph mutates in place: searches wait (~0.3 ms a point)
                     off, b = index.quantizer.graph_view(index.centroids)
-                    hnsw.link(codes, codes.slots_of(ids), x, hsq, off, b, self.use_sqnorm)
+                    hnsw.link(codes, codes.slots_of(ids), index.quantizer.graph_points(x), hsq, off, b,
+                              self.use_sqnorm)
                 self._index, self._codes = index, codes
             ic = self.config.index
             if codes.n >= index.trained_n * ic.retrain_growth or (

@@ -9,7 +9,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, initiali
 from shard.config import CollectionConfig, IndexConfig, QuantizationConfig
 from shard.engine import ShardEngine
 from shard.quantization.binary import BinaryQuantizer
-from shard.quantization.product import ProductQuantizer
+from shard.quantization.product import ProductQuantizer, allocate_axes
 from shard.quantization.scalar import ScalarQuantizer
 
 finite = st.floats(-100, 100, allow_nan=False, width=32)
@@ -55,7 +55,7 @@ def test_product_codes_are_nearest_codewords(seed, compression):
     pq = ProductQuantizer(16, compression, seed=seed)
     pq.fit(x)
     codes, _ = pq.encode(x, np.zeros_like(x))
-    xs = x.reshape(300, pq.M, pq.dsub)
+    xs = pq.rotate(x).reshape(300, pq.M, pq.dsub)  # the coordinates the codebooks are in
     d_all = ((xs[:, :, None, :] - pq.codebooks[None]) ** 2).sum(-1)  # (n, M, K)
     chosen = np.take_along_axis(d_all, codes[:, :, None].astype(np.int64), 2)[..., 0]
     assert np.all(chosen <= d_all.min(-1) + 1e-4)
@@ -63,19 +63,19 @@ def test_product_codes_are_nearest_codewords(seed, compression):
 
 def _pq_error(pq, x):
     codes, _ = pq.encode(x, None)
-    recon = pq.codebooks[np.arange(pq.M)[None, :], codes.astype(np.int64)].reshape(len(x), -1)[:, : x.shape[1]]
-    return float(((x - recon) ** 2).sum(1).mean())
+    return float(((x - pq.decode(codes)) ** 2).sum(1).mean())
 
 
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.integers(0, 1000), st.sampled_from(["x4", "x8", "x16", "x32"]), st.floats(0.5, 2.0))
 def test_product_refit_from_previous_never_codes_worse(seed, compression, spread):
-    """A retrain fits from the previous quantizer's codebooks (fewer iterations):
+    """A retrain fits from the previous quantizer's rotation and codebooks (fewer
+    iterations) when the rotation was learned from at least as many residuals:
     k-means steps never raise the error, so the new codebooks code the new
     sample at most as badly as the previous ones do, and the previous stays as it was."""
     rng = np.random.default_rng(seed)
-    old = rng.standard_normal((600, 32)).astype(np.float32)
-    new = (spread * rng.standard_normal((900, 32)) + 0.3).astype(np.float32)
+    old = rng.standard_normal((900, 32)).astype(np.float32)
+    new = (spread * rng.standard_normal((600, 32)) + 0.3).astype(np.float32)
     prev = ProductQuantizer(32, compression, seed=seed)
     prev.fit(old)
     kept = prev.codebooks.copy()
@@ -83,7 +83,65 @@ def test_product_refit_from_previous_never_codes_worse(seed, compression, spread
     pq.fit(new, prev)
     assert pq.codebooks.shape == kept.shape
     np.testing.assert_array_equal(prev.codebooks, kept)
+    assert pq.rotation is prev.rotation
     assert _pq_error(pq, new) <= _pq_error(prev, new) * (1 + 1e-5)
+
+
+def test_product_refit_from_a_smaller_sample_learns_a_new_rotation():
+    """A rotation learned from fewer residuals than the new sample (a growing
+    shard's first fits) is replaced: the new one is the new sample's own."""
+    rng = np.random.default_rng(4)
+    scales = np.linspace(0.2, 3.0, 32).astype(np.float32)
+    small = rng.standard_normal((300, 32)).astype(np.float32)
+    big = (rng.standard_normal((900, 32)) * scales).astype(np.float32)
+    prev = ProductQuantizer(32, "x16", seed=0)
+    prev.fit(small)
+    pq, own = ProductQuantizer(32, "x16", seed=0), ProductQuantizer(32, "x16", seed=0)
+    pq.fit(big, prev)
+    own.fit(big)
+    assert pq.rotation_n == 900 and prev.rotation_n == 300
+    np.testing.assert_array_equal(pq.rotation, own.rotation)
+    np.testing.assert_array_equal(pq.codebooks, own.codebooks)
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(0, 1000), st.sampled_from([(8, 2), (16, 4), (6, 8), (3, 16)]))
+def test_product_rotation_is_orthogonal_and_deals_variance_evenly(seed, shape):
+    """allocate_axes: an orthogonal matrix (inner products kept), each subspace
+    gets dsub principal axes, and no subspace's product of variances exceeds
+    another's by more than the largest single variance ratio allows."""
+    M, dsub = shape
+    w = M * dsub
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((max(2 * w, 64), w)) * rng.uniform(0.05, 4.0, w)).astype(np.float32)
+    R = allocate_axes(x, M, dsub)
+    np.testing.assert_allclose(R.T @ R, np.eye(w), atol=2e-5)
+    var = ((x @ R).astype(np.float64) ** 2).mean(0)  # variance along each rotated axis
+    log_prod = np.log(var.reshape(M, dsub)).sum(1)
+    spread = np.log(var.max() / var.min())
+    assert log_prod.max() - log_prod.min() <= spread + 1e-6
+
+
+def test_product_state_without_a_rotation_scores_as_written():
+    """A shard written before product codes were rotated holds codebooks of the
+    dimensions as they come and no rotation: it loads unrotated and scores as
+    its codes were made (the reference reconstruction, no rotation)."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((500, 24)).astype(np.float32)
+    fitted = ProductQuantizer(24, "x32", seed=0)
+    fitted.fit(x)
+    books = fitted.codebooks  # any (M, K, dsub) codebooks stand for the earlier ones
+    state = {"codebooks": books}  # the earlier format: no rotation keys
+    pq = ProductQuantizer(24, "x32", seed=0)
+    pq.load_state(state)
+    assert pq.rotation is None
+    codes, _ = pq.encode(x, None)
+    recon = books[np.arange(pq.M)[None, :], codes.astype(np.int64)].reshape(len(x), -1)[:, :24]
+    np.testing.assert_allclose(pq.decode(codes), recon)
+    q = rng.standard_normal((3, 24)).astype(np.float32)
+    lut, _ = pq.prepare(q)
+    est = lut[:, np.arange(pq.M)[None, :], codes.astype(np.int64)].sum(-1)
+    np.testing.assert_allclose(est, q @ recon.T, rtol=1e-4, atol=1e-4)
 
 
 def test_product_refit_ignores_a_previous_of_another_shape():

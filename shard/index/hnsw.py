@@ -224,6 +224,7 @@ class GraphCodeStore(CodeStore):
         """(ids (m, k) uint64, scores (m, k) float32, slots (m, k) int64, counts
         (m,)): the best k of each query Q (m, d) by code score, beam max(ef, k)."""
         b, offq, oscale = self.search_view(quantizer, centroids)
+        Q = quantizer.graph_points(Q)
         out_s = np.empty((len(Q), k), np.float32)  # the first counts[i] of row i are written
         out_ids = np.empty((len(Q), k), np.uint64)
         out_slots = np.empty((len(Q), k), np.int64)

@@ -37,7 +37,9 @@ class Quantizer(Protocol):
     needs_centroid_rows: bool
 
     # Quantizers whose codes an HNSW graph can walk (config.HNSW_KINDS) also have
-    # ``graph_view(centroids) -> (off, b)``: see shard/kernels/graph.py.
+    # ``graph_view(centroids) -> (off, b)`` (see shard/kernels/graph.py) and
+    # ``graph_points(x)``: points and queries in the coordinates of that view
+    # (the product quantizer's rotation; the scalar one's are the originals').
 
     def fit(self, residuals: np.ndarray, previous: "Quantizer | None" = None) -> None:
         """Learn parameters from a sample of residuals (n, d) float32.

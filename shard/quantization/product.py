@@ -1,7 +1,35 @@
-"""Product quantization of residuals: k-means codebooks per subspace, LUT scoring."""
+"""Product quantization of residuals: k-means codebooks per subspace, LUT scoring.
+
+Before a residual is cut into subspaces it is rotated (an orthogonal matrix
+learned from the fit sample: the principal axes of the residuals, dealt out so
+that every subspace holds a like share of the variance; Ge et al.'s "eigenvalue
+allocation", the parametric form of optimized product quantization). Embedding
+dimensions carry very unequal variance and are correlated; split as they come,
+some subspaces' 256 codewords spend themselves on little spread while others
+are starved. On docs384 (flat scan of the residual codes over 566 lists,
+recall@10 after exact rescoring at oversampling 1/2/3/4):
+
+==========  =========================  =========================
+compression  dimensions as they come    rotated
+==========  =========================  =========================
+x8          0.949 0.999 1.000 1.000    0.962 0.999 0.999 0.999
+x16         0.849 0.981 0.995 0.998    0.892 0.996 0.999 1.000
+x32         0.692 0.859 0.913 0.940    0.778 0.938 0.975 0.986
+x64         0.534 0.684 0.753 0.793    0.614 0.791 0.862 0.898
+==========  =========================  =========================
+
+A random rotation gained nothing (x32 0.696 / 0.961 at oversampling 1 / 4,
+raw vectors), iterating the rotation as non-parametric OPQ does (Procrustes
+steps between k-means steps) 8-32 times reached 0.70-0.76 at oversampling 1
+for 1-7 s of training, where the allocation costs one 384 x 384 eigen
+decomposition (~0.1 s). x4 (one dimension a subspace) is not rotated: each
+dimension is coded on its own at the same 8 bits, so the total error does not
+depend on the axes (0.986 as they come, 0.980 rotated).
+"""
 
 from __future__ import annotations
 
+import heapq
 import math
 
 import numpy as np
@@ -22,11 +50,47 @@ TRAIN_ITERATIONS = 8
 WARM_ITERATIONS = 4
 
 
+#: The rotation is learned from at most this many residuals of a fit's sample
+#: (a 384 x 384 covariance is well settled by then), and a retrain keeps the
+#: previous quantizer's rotation, and starts from its codebooks, when it was
+#: learned from at least as many as the new sample offers (a growing shard's
+#: first fits see a few thousand); a fresh rotation means fresh codebooks. The
+#: axes move little as lists are added: a rotation learned on the residuals of
+#: 141 lists coded those of 566 as well as their own (docs384 x32, 0.773 against
+#: 0.778 at oversampling 1).
+ROTATION_SAMPLE = 10_000
+
+
+def allocate_axes(x: np.ndarray, M: int, dsub: int) -> np.ndarray:
+    """The rotation (w, w) float32 of the residual sample x (n, w = M * dsub):
+    x @ R are coordinates along x's principal axes, whose variances
+    (eigenvalues) are dealt largest first, each to the subspace with the least
+    log-variance so far among those with room, so each subspace's product of
+    variances comes out alike. An orthogonal matrix: inner products and norms
+    are unchanged."""
+    n, w = x.shape
+    cov = (x.T @ x).astype(np.float64) / max(n, 1)  # float32 product (BLAS), float64 decomposition
+    var, axes = np.linalg.eigh(cov)
+    order = np.argsort(-var, kind="stable")
+    var = np.maximum(var[order], 1e-12)
+    log_var = np.log(var / var.min())  # >= 0: an empty subspace is the emptiest
+    heap = [(0.0, j) for j in range(M)]
+    members: list[list[int]] = [[] for _ in range(M)]
+    for i in range(w):
+        total, j = heapq.heappop(heap)
+        members[j].append(int(order[i]))
+        if len(members[j]) < dsub:
+            heapq.heappush(heap, (total + float(log_var[i]), j))
+    return np.ascontiguousarray(axes[:, np.concatenate(members)], np.float32)
+
+
 class ProductQuantizer:
     """M = ceil(d / dsub) subspaces of dsub dimensions, 256 codewords each.
 
     Each code byte stands for dsub float32 values, so compression is
-    ``4 * dsub`` (x4 .. x64). Residuals are padded with zeros to ``M * dsub``.
+    ``4 * dsub`` (x4 .. x64). Residuals are padded with zeros to ``M * dsub``
+    and, from x8 on, rotated (``allocate_axes``); the codebooks, lookup tables
+    and graph view live in the rotated coordinates.
     """
 
     code_dtype = np.dtype(np.uint8)
@@ -47,6 +111,8 @@ class ProductQuantizer:
         self.seed = seed
         self.codebooks: np.ndarray | None = None  # (M, K, dsub) float32
         self.books_t: np.ndarray | None = None  # the same (M, dsub, K): lookup tables and graph view
+        self.rotation: np.ndarray | None = None  # (M * dsub,) * 2 float32; None at x4
+        self.rotation_n = 0  # residuals the rotation was learned from
 
     def _pad(self, x: np.ndarray) -> np.ndarray:
         width = self.M * self.dsub
@@ -56,13 +122,35 @@ class ProductQuantizer:
         out[:, : x.shape[1]] = x
         return out
 
+    def rotate(self, x: np.ndarray) -> np.ndarray:
+        """x (n, d) in the coordinates the codes are in: padded to M * dsub, and
+        rotated (n, M * dsub) float32."""
+        xp = self._pad(x)
+        if self.rotation is None:
+            return xp
+        return np.ascontiguousarray(xp @ self.rotation, np.float32)
+
     def fit(self, residuals: np.ndarray, previous=None) -> None:
-        """k-means per subspace on the residuals (n, d); from ``previous``'s
-        codebooks when it is a fitted product quantizer of the same shape."""
+        """Rotation and k-means per subspace on the residuals (n, d); from
+        ``previous``'s rotation and codebooks when it is a fitted product
+        quantizer of the same shape whose rotation is worth keeping (see the
+        note above ``allocate_axes``)."""
         x = self._pad(residuals)
         n = len(x)
-        if (isinstance(previous, ProductQuantizer) and previous.codebooks is not None
-                and previous.codebooks.shape == (self.M, self.K, self.dsub)):
+        warm = (isinstance(previous, ProductQuantizer) and previous.codebooks is not None
+                and previous.codebooks.shape == (self.M, self.K, self.dsub)
+                and (self.dsub == 1 or previous.rotation is not None  # (None: a shard from before rotations)
+                     and previous.rotation_n >= min(n, ROTATION_SAMPLE)))
+        if self.dsub == 1:
+            self.rotation, self.rotation_n = None, 0
+        elif warm:
+            self.rotation, self.rotation_n = previous.rotation, previous.rotation_n
+        else:
+            learn = x[:: -(-n // ROTATION_SAMPLE)] if n > ROTATION_SAMPLE else x  # spread over the sample
+            self.rotation, self.rotation_n = allocate_axes(learn, self.M, self.dsub), len(learn)
+        if self.rotation is not None:
+            x = np.ascontiguousarray(x @ self.rotation, np.float32)
+        if warm:
             cb = previous.codebooks.copy()
             iterations = WARM_ITERATIONS
         else:
@@ -91,11 +179,18 @@ class ProductQuantizer:
         self.books_t = np.ascontiguousarray(self.codebooks.transpose(0, 2, 1))
 
     def encode(self, residuals, centroids, lists=None):
-        codes = pq_assign(self._pad(residuals), self.codebooks)
+        codes = pq_assign(self.rotate(residuals), self.codebooks)
         return codes, np.zeros((len(codes), 0), np.float32)
 
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        """The residuals (n, d) float32 that codes (n, M) stand for."""
+        recon = self.codebooks[np.arange(self.M)[None, :], codes.astype(np.int64)].reshape(len(codes), -1)
+        if self.rotation is not None:
+            recon = recon @ self.rotation.T
+        return np.ascontiguousarray(recon[:, : self.dim], np.float32)
+
     def prepare(self, queries):
-        lut = product_luts(self._pad(queries), self.books_t)
+        lut = product_luts(self.rotate(queries), self.books_t)
         return lut, np.zeros(len(queries), np.float32)
 
     def scan(self, prepared, base, probes, offsets, members, codes, factors,
@@ -104,18 +199,26 @@ class ProductQuantizer:
                             half_sqnorm, use_sqnorm, out_scores, out_slots)
 
     def reference_scores(self, queries, lists, centroids, codes, factors):
-        recon = self.codebooks[np.arange(self.M)[None, :], codes.astype(np.int64)]  # (n, M, dsub)
-        recon = recon.reshape(len(codes), -1)[:, : self.dim]
-        return queries @ (centroids[lists] + recon).T
+        return queries @ (centroids[lists] + self.decode(codes)).T
 
     def graph_view(self, centroids):
         """(off, b) through which the HNSW kernels read a code of list l as
-        ``off[l] + concat_j b[j, :, code[j]]``: the centroids and the codebooks
-        transposed (M, dsub, K), the layout a point's lookup table is built from."""
-        return np.ascontiguousarray(centroids, np.float32), self.books_t
+        ``off[l] + concat_j b[j, :, code[j]]``: the centroids (rotated, as the
+        graph sees every vector: ``graph_points``) and the codebooks transposed
+        (M, dsub, K), the layout a point's lookup table is built from."""
+        return self.rotate(centroids), self.books_t
+
+    def graph_points(self, x: np.ndarray) -> np.ndarray:
+        """Vectors (points to link, queries) in the graph view's coordinates."""
+        return self.rotate(x)
 
     def state(self):
-        return {"codebooks": self.codebooks}
+        rotation = np.zeros((0, 0), np.float32) if self.rotation is None else self.rotation
+        return {"codebooks": self.codebooks, "rotation": rotation, "rotation_n": np.int64(self.rotation_n)}
 
     def load_state(self, state) -> None:
         self._set_codebooks(state["codebooks"])
+        # shards written before the rotation hold codebooks of the dimensions as they come
+        rotation = state.get("rotation")
+        self.rotation = None if rotation is None or rotation.size == 0 else np.ascontiguousarray(rotation, np.float32)
+        self.rotation_n = int(state.get("rotation_n", 0))

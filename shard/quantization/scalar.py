@@ -96,6 +96,10 @@ class ScalarQuantizer:
         return (np.ascontiguousarray(centroids + self.lo[None, :], np.float32),
                 np.ascontiguousarray(self.step, np.float32))
 
+    def graph_points(self, x: np.ndarray) -> np.ndarray:
+        """Vectors (points to link, queries) in the graph view's coordinates: as they are."""
+        return x
+
     def state(self):
         return {"lo": self.lo, "step": self.step}
 
