@@ -44,14 +44,13 @@ NPROBE = 8
 #: widths (a search's effort); the report takes the narrowest that reaches Qdrant's recall.
 HNSW = HnswConfig(m=16, ef_construct=160, ef=128)
 EFFORTS = (80, 88, 96, 104, 112, 120, 128)
-#: Product codes rank the candidates less well than int8: at oversampling 4 their recall
-#: still climbs past beam 128 (candidate recall@40 on docs384 0.990 at 96, 0.993 at 128),
-#: so a wider beam too.
-PQ_EFFORTS = EFFORTS + (144,)
-#: The other product codes through the graph: x8 reaches Qdrant's recall at beam 64 (oversampling
-#: 1) and 128 (2-4) on docs384; x32 and x64 rank less well and climb to beam 160 (the IVF rows,
-#: which scan 400 x the candidates, are kept for them: at oversampling 3-4 they rank a little better).
-WIDE_EFFORTS = (64, 80, 96, 112, 128, 160)
+#: Product codes (rotated onto balanced axes: shard/quantization/product.py) through the
+#: graph. x16 at beam 64 ranks above Qdrant at oversampling 1-2 on docs384 (0.890 / 0.979)
+#: and needs ~96 at 3-4 (0.989); x32 and x64 pass Qdrant's recall at beam 64 at every
+#: oversampling (0.766 / 0.923 / 0.957 / 0.964 and 0.608 / 0.782 / 0.849 / 0.881), so
+#: narrower beams are tried too (a beam is never below limit x oversampling).
+PQ_EFFORTS = (48, 64, 80, 96, 112, 128)
+WIDE_EFFORTS = (32, 40, 48, 64, 80, 96, 128)
 #: int8 with the 0.999 quantile ranks the head well enough that at oversampling 1 a
 #: narrower beam reaches Qdrant's recall (0.976 at beam 64-72 on docs384).
 NARROW_EFFORTS = (64, 72) + EFFORTS
@@ -62,7 +61,7 @@ NARROW_EFFORTS = (64, 72) + EFFORTS
 NPROBES = (64, 72, 80, 88, 96, 104, 112, 120, 128)
 #: 1.5- and 2-bit codes rank well enough that Qdrant's recall with them (0.80-0.94 at
 #: oversampling 2-4 on docs384) takes far fewer lists: the cheapest list counts too.
-NARROW_NPROBES = (16, 24, 32, 48, 64)
+NARROW_NPROBES = (16, 24, 32, 48, 56, 64)
 
 CONFIGS = [
     ("none", None, "ivf exact scoring", QuantizationConfig(kind="none")),
