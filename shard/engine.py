@@ -38,7 +38,7 @@ from typing import Callable
 import numpy as np
 
 from shard.config import CollectionConfig, oversampled_top
-from shard.errors import AlreadyExists, InvalidArgument, NotFound, ResourceExhausted
+from shard.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from shard.index import hnsw, ivf
 from shard.index.code_store import CodeStore
 from shard.kernels.exact import ROW_NOT_FINITE, ROW_ZERO, checked_rows, dot_rows, half_sqnorms, ranked_rows
@@ -65,7 +65,12 @@ LOCATE_MIN_POINTS = 2_048
 #: take at most ~1/(1 + LOCATE_PAUSE) of one core.
 LOCATE_PAUSE = 10.0
 
-FORMAT_VERSION = b"1"
+#: The on-disk layout a shard is written in: 2 adds the product quantizer's
+#: rotation to the index. Shards of format 1 open (their product codes load
+#: unrotated and are rotated at the next retrain, which records format 2); a
+#: shard of a format this code does not know is refused rather than misread.
+FORMAT_VERSION = b"2"
+READABLE_FORMATS = (b"1", b"2")
 #: no 0.5 ||x||^2 to subtract (not euclid)
 _NO_NORMS = np.zeros(0, np.float32)
 #: ``residual_rows`` without a row selection
@@ -202,10 +207,14 @@ class ShardEngine:
         if not os.path.exists(os.path.join(path, "data.mdb")):
             raise NotFound(f"no shard at {path}")
         probe = LmdbVectorStore(path, 1)
-        raw = probe.get_meta("config")
+        raw, fmt = probe.get_meta("config"), probe.get_meta("format")
         probe.close()
         if raw is None:
             raise NotFound(f"{path} holds no shard config")
+        if fmt not in READABLE_FORMATS:
+            raise FailedPrecondition(
+                f"the shard at {path} is in format {fmt!r}, which this version of Quiver cannot read "
+                f"(it reads {b', '.join(READABLE_FORMATS).decode()}): open it with the version that wrote it")
         config = CollectionConfig.from_dict(json.loads(raw))
         eng = cls(path, config, LmdbVectorStore(path, config.dim), **kw)
         eng._load()
@@ -438,7 +447,7 @@ class ShardEngine:
         state = {} if index.quantizer is None else index.quantizer.state()
         np.savez(buf, centroids=index.centroids, trained_n=np.int64(index.trained_n),
                  **{f"q_{k}": v for k, v in state.items()})
-        return {"index": buf.getvalue()}
+        return {"index": buf.getvalue(), "format": FORMAT_VERSION}
 
     def _retrain(self) -> None:
         """Retrain on a sample of the originals and re-encode every point.

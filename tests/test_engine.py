@@ -5,7 +5,7 @@ import pytest
 
 from shard.config import MAX_OVERSAMPLING, CollectionConfig, HnswConfig, IndexConfig, QuantizationConfig
 from shard.engine import ShardEngine
-from shard.errors import AlreadyExists, InvalidArgument, NotFound
+from shard.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 
 from engine_util import QUANT_CONFIGS, clustered, config, exact_topk, recall
 
@@ -160,6 +160,40 @@ def test_reopen_rotated_product_codes_scores_identically(tmp_path, hnsw):
         np.testing.assert_array_equal(a.ids, b.ids)
         np.testing.assert_array_equal(a.scores, b.scores)
     eng.close()
+
+
+def test_open_checks_the_format(tmp_path):
+    """A shard of an unknown (newer) format is refused, not misread; one of
+    format 1 opens, and its next index write records the current format."""
+    from shard.engine import FORMAT_VERSION
+    from shard.storage.lmdb_store import LmdbVectorStore
+
+    def set_format(path, fmt):
+        store = LmdbVectorStore(path, 1)
+        store.put_meta({"format": fmt})
+        store.close()
+
+    def get_format(path):
+        store = LmdbVectorStore(path, 1)
+        try:
+            return store.get_meta("format")
+        finally:
+            store.close()
+
+    path = str(tmp_path / "s")
+    x = clustered(1500, 16, 3)
+    eng = ShardEngine.create(path, config(16, "product", full_scan_threshold=100))
+    eng.upsert(np.arange(300), x[:300])
+    eng.close()
+    set_format(path, b"99")
+    with pytest.raises(FailedPrecondition, match="format b'99'"):
+        ShardEngine.open(path)
+    set_format(path, b"1")
+    eng = ShardEngine.open(path)
+    assert eng.count() == 300
+    eng.upsert(np.arange(300, 1500), x[300:])  # grows the shard 5x: a retrain writes the index
+    eng.close()
+    assert get_format(path) == FORMAT_VERSION
 
 
 def test_create_and_open_errors(tmp_path):
