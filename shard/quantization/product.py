@@ -9,14 +9,14 @@ some subspaces' 256 codewords spend themselves on little spread while others
 are starved. On docs384 (flat scan of the residual codes over 566 lists,
 recall@10 after exact rescoring at oversampling 1/2/3/4):
 
-==========  =========================  =========================
-compression  dimensions as they come    rotated
-==========  =========================  =========================
-x8          0.949 0.999 1.000 1.000    0.962 0.999 0.999 0.999
-x16         0.849 0.981 0.995 0.998    0.892 0.996 0.999 1.000
-x32         0.692 0.859 0.913 0.940    0.778 0.938 0.975 0.986
-x64         0.534 0.684 0.753 0.793    0.614 0.791 0.862 0.898
-==========  =========================  =========================
+===========  =======================  =======================
+compression  dimensions as they come  rotated
+===========  =======================  =======================
+x8           0.949 0.999 1.000 1.000  0.962 0.999 0.999 0.999
+x16          0.849 0.981 0.995 0.998  0.892 0.996 0.999 1.000
+x32          0.692 0.859 0.913 0.940  0.778 0.938 0.975 0.986
+x64          0.534 0.684 0.753 0.793  0.614 0.791 0.862 0.898
+===========  =======================  =======================
 
 A random rotation gained nothing (x32 0.696 / 0.961 at oversampling 1 / 4,
 raw vectors), iterating the rotation as non-parametric OPQ does (Procrustes
