@@ -113,6 +113,7 @@ class ProductQuantizer:
         self.books_t: np.ndarray | None = None  # the same (M, dsub, K): lookup tables and graph view
         self.rotation: np.ndarray | None = None  # (M * dsub,) * 2 float32; None at x4
         self.rotation_n = 0  # residuals the rotation was learned from
+        self._view: tuple[np.ndarray, np.ndarray] | None = None  # (centroids, rotated): graph_view's last
 
     def _pad(self, x: np.ndarray) -> np.ndarray:
         width = self.M * self.dsub
@@ -175,6 +176,7 @@ class ProductQuantizer:
         self._set_codebooks(cb)
 
     def _set_codebooks(self, cb: np.ndarray) -> None:
+        self._view = None  # set after the rotation (fit, load_state): the rotated centroids go stale
         self.codebooks = np.ascontiguousarray(cb, np.float32)
         self.books_t = np.ascontiguousarray(self.codebooks.transpose(0, 2, 1))
 
@@ -205,8 +207,12 @@ class ProductQuantizer:
         """(off, b) through which the HNSW kernels read a code of list l as
         ``off[l] + concat_j b[j, :, code[j]]``: the centroids (rotated, as the
         graph sees every vector: ``graph_points``) and the codebooks transposed
-        (M, dsub, K), the layout a point's lookup table is built from."""
-        return self.rotate(centroids), self.books_t
+        (M, dsub, K), the layout a point's lookup table is built from. The
+        rotated centroids are kept for the table they came from: every graph
+        write asks again (nlist x w x w multiply-adds a call otherwise)."""
+        if self._view is None or self._view[0] is not centroids:
+            self._view = (centroids, self.rotate(centroids))
+        return self._view[1], self.books_t
 
     def graph_points(self, x: np.ndarray) -> np.ndarray:
         """Vectors (points to link, queries) in the graph view's coordinates."""
@@ -217,8 +223,8 @@ class ProductQuantizer:
         return {"codebooks": self.codebooks, "rotation": rotation, "rotation_n": np.int64(self.rotation_n)}
 
     def load_state(self, state) -> None:
-        self._set_codebooks(state["codebooks"])
         # shards written before the rotation hold codebooks of the dimensions as they come
         rotation = state.get("rotation")
         self.rotation = None if rotation is None or rotation.size == 0 else np.ascontiguousarray(rotation, np.float32)
         self.rotation_n = int(state.get("rotation_n", 0))
+        self._set_codebooks(state["codebooks"])
