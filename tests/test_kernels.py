@@ -331,6 +331,58 @@ def test_pq_assign_takes_views_and_refuses_other_widths():
         pq_assign(rng.standard_normal((4, 12)).astype(np.float32), rng.standard_normal((4, 256, 3)).astype(np.float32))
 
 
+@pytest.mark.parametrize("dsub,d", [(1, 37), (2, 64), (3, 7), (4, 384), (4, 382), (5, 23), (8, 100), (16, 384)])
+def test_product_lut_matches_einsum(dsub, d):
+    """Tables four dimensions a pass, a tail of fewer, padding past d counted as zero."""
+    from shard.kernels.product import product_lut
+    rng = np.random.default_rng(dsub * 1000 + d)
+    M = -(-d // dsub)
+    books = rng.standard_normal((M, dsub, 256)).astype(np.float32)
+    x = rng.standard_normal(d).astype(np.float32)
+    out = np.full((M, 256), np.nan, np.float32)
+    product_lut(x, books, out)
+    xp = np.zeros(M * dsub, np.float32)
+    xp[:d] = x
+    np.testing.assert_allclose(out, np.einsum("mj,mjk->mk", xp.reshape(M, dsub), books), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("K", [1, 5, 256])
+def test_row_ranges_match_numpy(K):
+    """Integer-ordered min/max over float bits: negatives, zeros of both signs, subnormals."""
+    from shard.kernels.product import row_ranges
+    rng = np.random.default_rng(K)
+    lut = (rng.standard_normal((9, K)) * rng.uniform(1e-3, 1e3, (9, 1))).astype(np.float32)
+    lut[0] = -np.abs(lut[0])
+    lut[1] = np.abs(lut[1])
+    lut[2, :] = -0.0
+    lut[3, 0] = 0.0
+    lut[4, -1] = np.float32(1e-42)  # subnormal
+    lut[5, 0] = -np.float32(1e-42)
+    lo_hi = np.empty((9, 2), np.float32)
+    row_ranges(lut, lo_hi)
+    np.testing.assert_array_equal(lo_hi[:, 0], lut.min(axis=1))
+    np.testing.assert_array_equal(lo_hi[:, 1], lut.max(axis=1))
+
+
+@pytest.mark.parametrize("M", [1, 3, 4, 96, 97])
+def test_byte_sum_matches_the_plain_sum(M):
+    from shard.kernels.product import byte_sum
+
+    @njit
+    def sums(table, codes):
+        flat = table.reshape(table.size)
+        out = np.empty(codes.shape[0], np.uint32)
+        for v in range(codes.shape[0]):
+            out[v] = byte_sum(flat, np.uint64(table.shape[1]), codes, v)
+        return out
+
+    rng = np.random.default_rng(M)
+    table = rng.integers(0, 256, (M, 256), dtype=np.uint8)
+    codes = rng.integers(0, 256, (50, M), dtype=np.uint8)
+    ref = table[np.arange(M)[None, :], codes].astype(np.int64).sum(axis=1)
+    np.testing.assert_array_equal(sums(table, codes), ref)
+
+
 @pytest.mark.parametrize("d", [8, 63, 64, 100, 384, 1024])
 def test_byte_query_and_vnni_dot_match_the_plain_loop(d):
     """A query in signed bytes is within half a step of the float one; the VNNI

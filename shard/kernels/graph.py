@@ -57,7 +57,7 @@ from numba.extending import overload
 from shard.kernels.dot8 import held_query, row_score
 from shard.kernels.prefetch import prefetch2 as _prefetch
 from shard.kernels.layout import list_base_row
-from shard.kernels.product import byte_table, product_lut
+from shard.kernels.product import byte_sum, byte_table, product_lut
 
 
 # -- prefetch ----------------------------------------------------------------
@@ -85,13 +85,10 @@ def _score(pb, base, lists, codes, hsq, use_sqnorm, v):
 def _score_kind(pb, base, lists, codes, hsq, use_sqnorm, v):
     # chosen by pb's type when a kernel is compiled: numba does not prune a
     # branch on ndim inside a function inlined as IR, so the kinds are separate bodies
-    if isinstance(pb, types.BaseTuple) and len(pb) == 2:  # (table in bytes, scale)
+    if isinstance(pb, types.BaseTuple) and isinstance(pb[0], types.Array):  # (table in bytes, flat; K; scale)
         def byte_lookup(pb, base, lists, codes, hsq, use_sqnorm, v):
-            table, scale = pb
-            acc = np.int32(0)
-            for j in range(table.shape[0]):
-                acc += np.int32(table[j, codes[v, j]])
-            s = base[max(lists[v], 0)] + scale * np.float32(acc)
+            flat, K, scale = pb
+            s = base[max(lists[v], 0)] + scale * np.float32(byte_sum(flat, K, codes, v))
             if use_sqnorm:
                 s -= hsq[v]
             return s
@@ -136,7 +133,7 @@ def _walked_kind(p, bq, codes, table, mins, q8, bq_out):
         scale, bias = byte_table(p, table, mins)
         for t in range(bq.shape[0]):
             bq_out[t] = bq[t] + bias
-        return (table, scale), bq_out
+        return (table.reshape(table.size), np.uint64(table.shape[1]), scale), bq_out
     return as_bytes
 
 
