@@ -55,8 +55,8 @@ class HnswGraph:
         self.n_deleted = 0
         self._local = threading.local()
         # The build kernel's own visited set (writes are serialised by the owner).
-        self._build_visited = np.zeros(cap, np.uint32)
-        self._build_gen = np.zeros(1, np.uint32)
+        self._build_visited = np.zeros(cap, np.uint16)
+        self._build_gen = np.zeros(1, np.uint16)
 
     # -- capacity -------------------------------------------------------
     @property
@@ -135,8 +135,8 @@ class HnswGraph:
         loc = self._local
         v = getattr(loc, "visited", None)
         if v is None or len(v) < self.capacity:
-            v = loc.visited = np.zeros(self.capacity, np.uint32)
-            loc.gen = np.zeros(1, np.uint32)
+            v = loc.visited = np.zeros(self.capacity, np.uint16)
+            loc.gen = np.zeros(1, np.uint16)
         return v, loc.gen
 
     def search(self, Q, b, offq, oscale, lists, codes, hsq, use_sqnorm: bool, ef: int, slot_ids,
@@ -192,7 +192,7 @@ class HnswGraph:
         g.deleted = np.ascontiguousarray(arr["deleted"], np.bool_)
         g.state = np.ascontiguousarray(arr["state"], np.int64).copy()
         g.n_deleted = n_del
-        g._build_visited = np.zeros(len(g.deg0), np.uint32)
+        g._build_visited = np.zeros(len(g.deg0), np.uint16)
         return g
 
 
@@ -380,7 +380,7 @@ def load_graph(codes: GraphCodeStore, blob: bytes) -> bool:
     g.up[:, : g.n_up] = remap(src.up[:, : g.n_up])
     if g.state[0] >= 0:
         g.state[0] = new_of[src.state[0]]
-    g._build_visited = np.zeros(g.capacity, np.uint32)
+    g._build_visited = np.zeros(g.capacity, np.uint16)
     codes.graph = g
     return True
 

@@ -34,8 +34,11 @@ batch, where preparing the query, its base and the ids in Python had cost
 ~12 us of a ~250 us int8 query.
 
 Deleted nodes stay in the graph and are traversed, but never returned.
-The visited set is a reusable uint32 array with a generation counter
-(``gen`` (1,) uint32), so a search touches only what it visits.
+The visited set is a reusable array of generation stamps with a counter (``gen``
+(1,), the same unsigned dtype), so a search touches only what it visits. The
+owner holds them in uint16 (cleared once every 65,535 walks): a walk checks
+every link of each node it expands (~10,000 random reads at m = 20, beam 96),
+and 200 KB of stamps at 100k nodes stay in L2 more than 400 KB of uint32 did.
 
 The walk waits on memory (100k x 384 int8 codes are 38 MB, ~1,800 rows
 scored per query at ef=112) and on its own bookkeeping (with every row in cache
@@ -321,8 +324,8 @@ def graph_search(Q, b, offq, oscale, lists, codes, hsq, use_sqnorm, links0, deg0
     codebooks; offq (nlist, d) int16 and oscale (d,) float32 the view's
     offsets held as ``off ~ offq * oscale`` (``layout.list_base``); lists
     (cap,) int32 each slot's offset row; codes (cap, d) uint8 or float32; hsq
-    (cap,) float32; ef >= k the beam width; visited (cap,) uint32 and gen (1,)
-    uint32 the caller's (one per thread); slot_ids (cap,) uint64 each slot's
+    (cap,) float32; ef >= k the beam width; visited (cap,) and gen (1,) unsigned
+    stamps, the caller's (one per thread); slot_ids (cap,) uint64 each slot's
     point id. Writes each query's best first into out_scores (m, k) float32,
     out_ids (m, k) uint64 and out_slots (m, k) int64; returns counts (m,) int64.
     """
