@@ -27,10 +27,10 @@ def recall(found, truth, k=10):
     return float(np.mean([len(set(f[:k].tolist()) & set(t[:k].tolist())) / k for f, t in zip(found, truth)]))
 
 
-def walk(g, Q, b, off, lists, codes, hsq, use_sqnorm, ef, k):
-    """Search g through the view (b, off), its offsets held in int16 as the engine
-    holds them. Returns (scores, slots, counts, off as held)."""
-    offq, oscale = int16_rows(off)
+def walk(g, Q, b, off, lists, codes, hsq, use_sqnorm, ef, k, in_bytes=False):
+    """Search g through the view (b, off), its offsets held in int16 (or in bytes,
+    as the engine holds a product view's). Returns (scores, slots, counts, off as held)."""
+    offq, oscale = byte_rows(off) if in_bytes else int16_rows(off)
     out_s = np.empty((len(Q), k), np.float32)
     out_ids = np.empty((len(Q), k), np.uint64)
     out_i = np.empty((len(Q), k), np.int64)
@@ -39,7 +39,8 @@ def walk(g, Q, b, off, lists, codes, hsq, use_sqnorm, ef, k):
                       slot_ids, out_s, out_ids, out_i)
     for qi, c in enumerate(counts):
         np.testing.assert_array_equal(out_ids[qi, :c], out_i[qi, :c])  # ids read from the slots
-    return out_s, out_i, counts, (offq * oscale).astype(np.float32)
+    held = (offq.astype(np.float32) - 128) if in_bytes else offq.astype(np.float32)
+    return out_s, out_i, counts, (held * oscale).astype(np.float32)
 
 
 def affine_setup(n, d, nlist, seed, dtype):
@@ -123,8 +124,9 @@ def pq_setup(n, d, nlist, M, K, seed):
     return off, books, lists, codes
 
 
+@pytest.mark.parametrize("in_bytes", [False, True], ids=["int16", "bytes"])
 @pytest.mark.parametrize("use_sqnorm", [False, True])
-def test_graph_over_product_codes_matches_numpy_reference(use_sqnorm):
+def test_graph_over_product_codes_matches_numpy_reference(use_sqnorm, in_bytes):
     """Built and searched through the product view: every score the walk returns is
     <q, c_l> + sum_j lut[j, code_j] (lut from the codebooks) [- hsq], and an
     exhaustive beam finds the true top k; the kernels' decode agrees with numpy's."""
@@ -144,13 +146,16 @@ def test_graph_over_product_codes_matches_numpy_reference(use_sqnorm):
     pad = np.zeros((3, M * books.shape[2]), np.float32)
     pad[:, :d] = Q
     lut = np.einsum("mjt,jkt->mjk", pad.reshape(3, M, -1), books).astype(np.float32)
-    out_s, out_i, _, off_held = walk(g, Q, books_t, off, lists, codes, hsq, use_sqnorm, n, k)
-    X = off_held[lists] + (X - off[lists])  # the walk reads the offsets as held in int16
+    out_s, out_i, _, off_held = walk(g, Q, books_t, off, lists, codes, hsq, use_sqnorm, n, k, in_bytes)
+    Xh = off_held[lists] + (X - off[lists])  # the walk reads the offsets as held
     for qi in range(3):
-        ref = Q[qi] @ X.T - (hsq if use_sqnorm else 0.0)
+        ref = Q[qi] @ Xh.T - (hsq if use_sqnorm else 0.0)
         # the walk sums the table in bytes: each entry within half a step, one step
         # being the widest row's range / 255
         tol = M * 0.5 * np.ptp(lut[qi], axis=1).max() / 255 + 1e-4
+        if in_bytes:  # offsets in bytes are scored against the query in bytes (on VNNI hosts)
+            qs = Q[qi] * byte_rows(off)[1]
+            tol += 0.5 * np.abs(qs).max() / 127 * np.abs(off_held / byte_rows(off)[1]).sum(axis=1).max()
         np.testing.assert_allclose(out_s[qi], ref[out_i[qi]], rtol=0, atol=tol)
         if use_sqnorm:  # a metric: the exhaustive beam reaches every node
             assert ref[out_i[qi]].min() >= np.sort(ref)[::-1][k - 1] - 2 * tol

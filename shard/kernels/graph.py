@@ -59,7 +59,7 @@ from numba.extending import overload
 
 from shard.kernels.dot8 import held_query, row_score
 from shard.kernels.prefetch import prefetch2 as _prefetch
-from shard.kernels.layout import list_base_row
+from shard.kernels.layout import list_base8_row, list_base_row
 from shard.kernels.product import byte_sum, byte_table, product_lut
 
 
@@ -114,6 +114,25 @@ def _score_kind(pb, base, lists, codes, hsq, use_sqnorm, v):
             acc -= hsq[v]
         return acc
     return lookup
+
+
+def _query_base(offq, qs, out, q8, ones):
+    """out (nlist,) = the list terms of a query from offsets held in int16
+    (``layout.list_base_row``) or in bytes (``list_base8_row``; q8 (d,) int8
+    and ones (1, d) uint8 of 128 its scratch). Kernels only."""
+    raise NotImplementedError("_query_base is compiled into the graph kernels")
+
+
+@overload(_query_base, inline="always", jit_options={"fastmath": True, "boundscheck": False})
+def _query_base_kind(offq, qs, out, q8, ones):
+    if offq.dtype == types.uint8:
+        def in_bytes(offq, qs, out, q8, ones):
+            list_base8_row(offq, qs, np.float32(0.0), out, q8, ones)
+        return in_bytes
+
+    def in_int16(offq, qs, out, q8, ones):
+        list_base_row(offq, qs, np.float32(0.0), out)
+    return in_int16
 
 
 def _walked(p, bq, codes, table, mins, q8, bq_out):
@@ -321,8 +340,9 @@ def graph_search(Q, b, offq, oscale, lists, codes, hsq, use_sqnorm, links0, deg0
     prepared, its list base computed and its walk run in this one call.
 
     Q: (m, d) float32 queries; b: the view's (d,) steps or (M, dsub, K)
-    codebooks; offq (nlist, d) int16 and oscale (d,) float32 the view's
-    offsets held as ``off ~ offq * oscale`` (``layout.list_base``); lists
+    codebooks; offq (nlist, d) and oscale (d,) float32 the view's offsets
+    held in int16 as ``off ~ offq * oscale`` (``layout.list_base``) or in
+    bytes as ``off ~ (offq - 128) * oscale`` (``layout.list_base8``); lists
     (cap,) int32 each slot's offset row; codes (cap, d) uint8 or float32; hsq
     (cap,) float32; ef >= k the beam width; visited (cap,) and gen (1,) unsigned
     stamps, the caller's (one per thread); slot_ids (cap,) uint64 each slot's
@@ -347,11 +367,12 @@ def graph_search(Q, b, offq, oscale, lists, codes, hsq, use_sqnorm, links0, deg0
     mins = np.empty(table.shape[0], np.float32)
     q8 = np.empty(d, np.int8)
     bq_out = np.empty(offq.shape[0], np.float32)
+    ones = np.full((1, d), 128, np.uint8)
     for qi in range(m):
         _prepare(Q[qi], b, pb)
         for j in range(d):
             qs[j] = Q[qi, j] * oscale[j]
-        list_base_row(offq, qs, np.float32(0.0), base)
+        _query_base(offq, qs, base, q8, ones)
         p, bq = _walked(pb, base, codes, table, mins, q8, bq_out)
         v = entry
         sv = _score(p, bq, lists, codes, hsq, use_sqnorm, v)
