@@ -21,7 +21,7 @@ def product_lut(x, books_t, out):
     codebooks with each subspace's dimensions as rows, so a table row is a few
     vectorised passes over K contiguous floats, four dimensions a pass (one
     pass at x16, where a pass a dimension wrote the row four times: 13 us a
-    docs384 table against 9).
+    docs384 table against 7).
     """
     M, dsub, K = books_t.shape
     d = x.shape[0]
