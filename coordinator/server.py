@@ -190,7 +190,8 @@ async def _serve(address: str, data_dir: str, shard_nodes: list[str], *, shard_t
                  write_timeout: float, metrics_port: int | None, port_file: str | None, grace: float,
                  max_message_mb: int, api_keys: security.ApiKeys | None, tls: grpc.ServerCredentials | None,
                  cluster_secret: str | None, health_port: int | None, etcd_endpoints: list[str],
-                 etcd_prefix: str, hedge_after: float | None, repair_interval: float) -> None:
+                 etcd_prefix: str, hedge_after: float | None, repair_interval: float,
+                 shard_tls_ca: bytes | None = None, shard_tls_server_name: str | None = None) -> None:
     backend = None
     if etcd_endpoints:
         from coordinator.etcd import EtcdBackend
@@ -200,6 +201,8 @@ async def _serve(address: str, data_dir: str, shard_nodes: list[str], *, shard_t
                               max_message_bytes=max_message_mb << 20, metadata=backend, address=address,
                               hedge_after=hedge_after, repair_interval=repair_interval)
     coordinator.pool.set_metadata(security.cluster_metadata(cluster_secret))  # before any shard call
+    if shard_tls_ca is not None:
+        coordinator.pool.set_tls(shard_tls_ca, shard_tls_server_name)
     metrics = RpcMetrics("coordinator")
     health = new_health()
     streams = AioStreams()
@@ -221,7 +224,8 @@ async def _serve(address: str, data_dir: str, shard_nodes: list[str], *, shard_t
                                              "metadata": coordinator.meta.kind,
                                              "event_loop": type(asyncio.get_running_loop()).__module__,
                                              "grpc_experiments": os.environ.get("GRPC_EXPERIMENTS", ""),
-                                             "tls": tls is not None, "api_keys": len(api_keys or ()),
+                                             "tls": tls is not None, "shard_tls": shard_tls_ca is not None,
+                                             "api_keys": len(api_keys or ()),
                                              "cluster_secret": cluster_secret is not None})
     if port_file:
         write_port_file(port_file, port=port, metrics_port=mport, health_port=hport)
@@ -248,16 +252,21 @@ def serve(address: str, data_dir: str, shard_nodes: list[str], *, shard_timeout:
           grace: float = 10.0, max_message_mb: int = DEFAULT_MAX_MESSAGE_MB,
           api_keys: security.ApiKeys | None = None, tls: grpc.ServerCredentials | None = None,
           cluster_secret: str | None = None, health_port: int | None = None, etcd_endpoints: list[str] | None = None,
-          etcd_prefix: str = "/quiver/", hedge_after: float | None = None, repair_interval: float = 1.0) -> None:
+          etcd_prefix: str = "/quiver/", hedge_after: float | None = None, repair_interval: float = 1.0,
+          shard_tls_ca: bytes | None = None, shard_tls_server_name: str | None = None) -> None:
     """Run a coordinator until SIGTERM; then drain in-flight calls and close its metadata store.
 
     ``etcd_endpoints``: keep the metadata in etcd under ``etcd_prefix`` (shared
     with other coordinators); none = the coordinator's own LMDB under data_dir.
     ``cluster_secret`` is sent to the shard nodes on every call (they check it).
     ``health_port``: also serve grpc.health.v1 alone, in plaintext, on this port
-    of the listen host (0 = any free port), for probes that cannot speak TLS."""
+    of the listen host (0 = any free port), for probes that cannot speak TLS.
+    ``shard_tls_ca``: call the shard nodes over TLS, verifying their certificates
+    against these PEM CA certificate(s) (``shard_tls_server_name``: the name to
+    check instead of each node's host)."""
     _event_loop_runner()(_serve(address, data_dir, shard_nodes, shard_timeout=shard_timeout, write_timeout=write_timeout,
                        metrics_port=metrics_port, port_file=port_file, grace=grace, max_message_mb=max_message_mb,
                        api_keys=api_keys, tls=tls, cluster_secret=cluster_secret, health_port=health_port,
                        etcd_endpoints=etcd_endpoints or [], etcd_prefix=etcd_prefix, hedge_after=hedge_after,
-                       repair_interval=repair_interval))
+                       repair_interval=repair_interval, shard_tls_ca=shard_tls_ca,
+                       shard_tls_server_name=shard_tls_server_name))

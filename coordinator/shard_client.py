@@ -68,6 +68,17 @@ class NodePool:
         self._searchers: dict[str, NodeSearchStreams] = {}
         self._channels: list[grpc.aio.Channel] = []
         self._metadata: tuple[tuple[str, str], ...] | None = None
+        self._credentials: grpc.ChannelCredentials | None = None
+
+    def set_tls(self, root_certificates: bytes, server_name: str | None = None) -> None:
+        """Call shard nodes over TLS, trusting the CA certificate(s) ``root_certificates``
+        (PEM); ``server_name``: the name checked against every node's certificate
+        instead of the host it is reached by. Set it before the first call."""
+        if self._stubs:
+            raise RuntimeError("set the shard-call TLS before the first shard call")
+        self._credentials = grpc.ssl_channel_credentials(root_certificates=root_certificates)
+        if server_name:
+            self._options = self._options + [("grpc.ssl_target_name_override", server_name)]
 
     def set_metadata(self, metadata: tuple[tuple[str, str], ...] | None) -> None:
         """Metadata sent on every call (the cluster secret); set it before the first call."""
@@ -78,7 +89,8 @@ class NodePool:
     def stub(self, address: str) -> pb_grpc.ShardNodeStub:
         stub = self._stubs.get(address)
         if stub is None:
-            channel = grpc.aio.insecure_channel(address, options=self._options)
+            channel = (grpc.aio.secure_channel(address, self._credentials, options=self._options)
+                       if self._credentials is not None else grpc.aio.insecure_channel(address, options=self._options))
             self._channels.append(channel)
             stub = pb_grpc.ShardNodeStub(channel)
             if self._metadata:

@@ -78,6 +78,32 @@ def _cluster_secret_options(fn):
     return fn
 
 
+def _tls_server_options(what: str):
+    def wrap(fn):
+        opts = [
+            click.option("--tls-cert", envvar="QUIVER_TLS_CERT", default=None, type=click.Path(dir_okay=False),
+                         help=f"PEM certificate (chain): serve {what} over TLS. [env QUIVER_TLS_CERT]"),
+            click.option("--tls-key", envvar="QUIVER_TLS_KEY", default=None, type=click.Path(dir_okay=False),
+                         help="PEM private key of --tls-cert. [env QUIVER_TLS_KEY]"),
+            click.option("--health-port", envvar="QUIVER_HEALTH_PORT", type=int, default=None,
+                         help="Also serve grpc.health.v1 alone, in plaintext, on this port (0 = any free port; "
+                              "unset = off): for probes that cannot speak TLS, such as the kubelet's gRPC probes. "
+                              "[env QUIVER_HEALTH_PORT]"),
+        ]
+        for opt in reversed(opts):
+            fn = opt(fn)
+        return fn
+    return wrap
+
+
+def _tls_credentials(tls_cert, tls_key):
+    from quiver import security
+
+    if bool(tls_cert) != bool(tls_key):
+        raise click.UsageError("--tls-cert and --tls-key go together (QUIVER_TLS_CERT / QUIVER_TLS_KEY)")
+    return _security_load(security.server_credentials, tls_cert, tls_key) if tls_cert else None
+
+
 @click.group(help=__doc__.split("\n\n")[0])
 def main() -> None:
     pass
@@ -88,18 +114,20 @@ def main() -> None:
 @click.option("--workers", envvar="QUIVER_WORKERS", type=int, default=16, show_default=True,
               help="gRPC handler threads; searches run in them, in parallel. Each coordinator's search "
                    "streams hold 2 of them (coordinator/search_stream.py). [env QUIVER_WORKERS]")
+@_tls_server_options("the shard node's API")
 @_cluster_secret_options
 def shard_node_cmd(listen, data_dir, metrics_port, port_file, grace, max_message_mb, log_level, workers,
-                   cluster_secret_file, cluster_secret):
+                   tls_cert, tls_key, health_port, cluster_secret_file, cluster_secret):
     """Run a shard node: hosts collection shards, each an engine with its own LMDB."""
     from quiver import security
     from quiver.logs import setup_logging
     from shard.server import serve
 
     secret = _security_load(security.load_cluster_secret, cluster_secret_file, cluster_secret)
+    tls = _tls_credentials(tls_cert, tls_key)
     setup_logging(log_level, role="shard-node")
     serve(listen, data_dir, metrics_port=metrics_port, port_file=port_file, grace=grace,
-          max_message_mb=max_message_mb, workers=workers, cluster_secret=secret)
+          max_message_mb=max_message_mb, workers=workers, cluster_secret=secret, tls=tls, health_port=health_port)
 
 
 @main.command("coordinator")
@@ -132,18 +160,18 @@ def shard_node_cmd(listen, data_dir, metrics_port, port_file, grace, max_message
               help="Admin key(s), comma-separated; set through the environment. [env QUIVER_API_KEY_ADMIN]")
 @click.option("--api-key-read", envvar="QUIVER_API_KEY_READ", default=None, hidden=True,
               help="Read-only key(s), comma-separated; set through the environment. [env QUIVER_API_KEY_READ]")
-@click.option("--tls-cert", envvar="QUIVER_TLS_CERT", default=None, type=click.Path(dir_okay=False),
-              help="PEM certificate (chain): serve the public API over TLS. [env QUIVER_TLS_CERT]")
-@click.option("--tls-key", envvar="QUIVER_TLS_KEY", default=None, type=click.Path(dir_okay=False),
-              help="PEM private key of --tls-cert. [env QUIVER_TLS_KEY]")
-@click.option("--health-port", envvar="QUIVER_HEALTH_PORT", type=int, default=None,
-              help="Also serve grpc.health.v1 alone, in plaintext, on this port (0 = any free port; unset = off): "
-                   "for probes that cannot speak TLS, such as the kubelet's gRPC probes. [env QUIVER_HEALTH_PORT]")
+@_tls_server_options("the public and admin APIs")
+@click.option("--shard-tls-ca", envvar="QUIVER_SHARD_TLS_CA", default=None, type=click.Path(dir_okay=False),
+              help="PEM CA certificate(s): call the shard nodes over TLS (they serve it with --tls-cert) and "
+                   "verify their certificates against these. Unset = plaintext. [env QUIVER_SHARD_TLS_CA]")
+@click.option("--shard-tls-server-name", envvar="QUIVER_SHARD_TLS_SERVER_NAME", default=None,
+              help="The name every shard node's certificate is checked for, instead of the host it is reached "
+                   "by (one certificate for all nodes). [env QUIVER_SHARD_TLS_SERVER_NAME]")
 @_cluster_secret_options
 def coordinator_cmd(listen, data_dir, metrics_port, port_file, grace, max_message_mb, log_level, shard_nodes,
                     shard_timeout, shard_write_timeout, api_keys_file, api_key_admin, api_key_read, tls_cert,
-                    tls_key, health_port, cluster_secret_file, cluster_secret, etcd_endpoints, etcd_prefix,
-                    hedge_after, repair_interval):
+                    tls_key, health_port, shard_tls_ca, shard_tls_server_name, cluster_secret_file, cluster_secret,
+                    etcd_endpoints, etcd_prefix, hedge_after, repair_interval):
     """Run the coordinator: the public and admin APIs, placement, fan-out and global merge."""
     from coordinator.server import serve
     from quiver import security
@@ -151,15 +179,17 @@ def coordinator_cmd(listen, data_dir, metrics_port, port_file, grace, max_messag
 
     keys = _security_load(security.load_api_keys, api_keys_file, admin=api_key_admin, read=api_key_read)
     secret = _security_load(security.load_cluster_secret, cluster_secret_file, cluster_secret)
-    if bool(tls_cert) != bool(tls_key):
-        raise click.UsageError("--tls-cert and --tls-key go together (QUIVER_TLS_CERT / QUIVER_TLS_KEY)")
-    tls = _security_load(security.server_credentials, tls_cert, tls_key) if tls_cert else None
+    tls = _tls_credentials(tls_cert, tls_key)
+    if shard_tls_server_name and not shard_tls_ca:
+        raise click.UsageError("--shard-tls-server-name needs --shard-tls-ca (QUIVER_SHARD_TLS_CA)")
+    shard_ca = _security_load(security.ca_certificates, shard_tls_ca) if shard_tls_ca else None
     setup_logging(log_level, role="coordinator")
     serve(listen, data_dir, [n for n in shard_nodes.split(",") if n.strip()], shard_timeout=shard_timeout,
           write_timeout=shard_write_timeout, metrics_port=metrics_port, port_file=port_file, grace=grace,
           max_message_mb=max_message_mb, api_keys=keys, tls=tls, cluster_secret=secret, health_port=health_port,
           etcd_endpoints=[e.strip() for e in etcd_endpoints.split(",") if e.strip()], etcd_prefix=etcd_prefix,
-          hedge_after=hedge_after, repair_interval=repair_interval)
+          hedge_after=hedge_after, repair_interval=repair_interval, shard_tls_ca=shard_ca,
+          shard_tls_server_name=shard_tls_server_name)
 
 
 _dir_option = click.option("--dir", "root", envvar="QUIVER_LOCAL_DIR", default=".quiver", show_default=True,

@@ -174,6 +174,17 @@ def server_credentials(cert: str | Path, key: str | Path) -> grpc.ServerCredenti
     return grpc.ssl_server_credentials([(key_pem, cert_pem)])
 
 
+def ca_certificates(path: str | Path) -> bytes:
+    """The PEM CA certificate(s) in ``path``, to verify servers' certificates by."""
+    try:
+        pem = Path(path).read_bytes()
+    except OSError as e:
+        raise SecurityConfigError(f"cannot read TLS CA certificate: {e.filename}: {e.strerror}") from None
+    if b"-----BEGIN CERTIFICATE-----" not in pem:
+        raise SecurityConfigError(f"{path} holds no PEM certificate")
+    return pem
+
+
 def presented_key(metadata, header: str = API_KEY_HEADER, bearer: bool = True) -> str | None:
     """The key in ``metadata`` (``header``, or ``authorization: Bearer <key>``), or None."""
     for k, v in metadata or ():

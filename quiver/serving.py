@@ -300,6 +300,15 @@ async def start_health_server(address: str, hs: health.aio.HealthServicer) -> tu
     return server, port
 
 
+def start_health_server_sync(address: str, hs: health.HealthServicer) -> tuple[grpc.Server, int]:
+    """``start_health_server`` for a thread-pool server's health servicer (a shard node)."""
+    server = new_thread_server(1 << 20, 2)
+    health_pb2_grpc.add_HealthServicer_to_server(hs, server)
+    port = bind(server, address)
+    server.start()
+    return server, port
+
+
 def add_standard_services_sync(server: grpc.Server, service_names: list[str],
                                hs: health.HealthServicer | None = None) -> health.HealthServicer:
     """The same for a thread-pool server."""

@@ -22,8 +22,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from quiver import convert, security
 from quiver.serving import (DEFAULT_MAX_MESSAGE_MB, RpcMetrics, add_standard_services_sync, bind, new_health,
-                            new_thread_server, rpc, run_until_signal_sync, start_metrics, stream_status,
-                            undecodable, write_port_file)
+                            new_thread_server, rpc, run_until_signal_sync, start_health_server_sync,
+                            start_metrics, stream_status, undecodable, write_port_file)
 from quiver.v1 import shard_node_pb2 as pb
 from quiver.v1 import shard_node_pb2_grpc as pb_grpc
 from shard.errors import InvalidArgument
@@ -263,12 +263,14 @@ class ShardCollector:
 
 def create_server(address: str, node: ShardNode, *, metrics: RpcMetrics | None = None, health_servicer=None,
                   max_message_mb: int = DEFAULT_MAX_MESSAGE_MB, workers: int = 16,
-                  cluster_secret: str | None = None,
+                  cluster_secret: str | None = None, tls: grpc.ServerCredentials | None = None,
                   streams: Streams | None = None) -> tuple[grpc.Server, int]:
     """Start a ShardNode server for ``node`` on ``address`` (port 0 = any free port).
 
     ``cluster_secret``: every call but health and reflection must carry it
-    (the coordinator sends it); None = no check. Returns ``(server, port)``.
+    (the coordinator sends it); None = no check. ``tls``: serve TLS
+    (``security.server_credentials``; the coordinator then needs the CA:
+    ``--shard-tls-ca``). Returns ``(server, port)``.
     The caller owns ``node`` and closes it after stopping the server; pass
     ``health_servicer`` to flip it on shutdown, and ``streams`` to end the
     search streams on shutdown (``Streams.end_all``).
@@ -282,15 +284,19 @@ def create_server(address: str, node: ShardNode, *, metrics: RpcMetrics | None =
     server = new_thread_server(max_message_mb << 20, workers, interceptors)
     pb_grpc.add_ShardNodeServicer_to_server(ShardNodeServicer(node, metrics, streams), server)
     add_standard_services_sync(server, [SERVICE_NAME], health_servicer)
-    port = bind(server, address)
+    port = bind(server, address, tls)
     server.start()
     return server, port
 
 
 def serve(address: str, data_dir: str, *, metrics_port: int | None = None, port_file: str | None = None,
           grace: float = 10.0, max_message_mb: int = DEFAULT_MAX_MESSAGE_MB, workers: int = 16,
-          cluster_secret: str | None = None) -> None:
-    """Run a shard node until SIGTERM; then drain in-flight calls and close every LMDB environment."""
+          cluster_secret: str | None = None, tls: grpc.ServerCredentials | None = None,
+          health_port: int | None = None) -> None:
+    """Run a shard node until SIGTERM; then drain in-flight calls and close every LMDB environment.
+
+    ``health_port``: also serve grpc.health.v1 alone, in plaintext, on this port of
+    the listen host (0 = any free port), for probes that cannot speak TLS."""
     node = ShardNode(data_dir)
     metrics = RpcMetrics("shard")
     metrics.registry.register(ShardCollector(node))
@@ -298,13 +304,23 @@ def serve(address: str, data_dir: str, *, metrics_port: int | None = None, port_
     streams = Streams()
     server, port = create_server(address, node, metrics=metrics, health_servicer=health,
                                  max_message_mb=max_message_mb, workers=workers, cluster_secret=cluster_secret,
-                                 streams=streams)
+                                 tls=tls, streams=streams)
     httpd, mport = start_metrics(metrics_port, metrics.registry)
+    hserver, hport = None, None
+    if health_port is not None:
+        hserver, hport = start_health_server_sync(f"{address.rsplit(':', 1)[0]}:{health_port}", health)
+
+    def on_stop() -> None:
+        if hserver is not None:
+            hserver.stop(0)
+        node.close()
+
     log.info("shard node listening", extra={"address": address, "port": port, "metrics_port": mport,
+                                            "health_port": hport, "tls": tls is not None,
                                             "data_dir": str(data_dir), "shards": len(node.shards()),
                                             "grpc_experiments": os.environ.get("GRPC_EXPERIMENTS", ""),
                                             "cluster_secret": cluster_secret is not None})
     if port_file:
-        write_port_file(port_file, port=port, metrics_port=mport)
-    run_until_signal_sync(server, health, grace=grace, on_stop=node.close, metrics_httpd=httpd,
+        write_port_file(port_file, port=port, metrics_port=mport, health_port=hport)
+    run_until_signal_sync(server, health, grace=grace, on_stop=on_stop, metrics_httpd=httpd,
                           end_streams=streams.end_all)

@@ -1,8 +1,10 @@
-"""Security: API keys with roles, TLS to the coordinator, a cluster secret to shard nodes.
+"""Security: API keys with roles, TLS to the coordinator and to the shard nodes, a
+cluster secret to shard nodes.
 
 A real cluster as processes on 127.0.0.1 (two shard nodes and a coordinator, all
-started with the security flags), a self-signed certificate made with the
-``openssl`` command, and the key checks' unit tests.
+started with the security flags: every port serves TLS, the coordinator verifies the
+nodes' certificate), a self-signed certificate made with the ``openssl`` command, and
+the key checks' unit tests.
 """
 
 from __future__ import annotations
@@ -58,16 +60,19 @@ class Cluster:
         for i in range(2):
             log = root / f"node-{i}.log"
             p = spawn("shard-node", ["--listen", "127.0.0.1:0", "--data-dir", str(root / f"node-{i}"),
-                                     "--grace", "2", *secret], root / f"node-{i}.port", log)
+                                     "--grace", "2", "--tls-cert", str(self.cert), "--tls-key", str(self.key),
+                                     "--health-port", "0", *secret], root / f"node-{i}.port", log)
             self.procs.append(p)
             self.logs.append(log)
             nodes.append((p, log, root / f"node-{i}.port"))
-        self.nodes = [f"127.0.0.1:{wait_port_file(pf, p, 120, log)['port']}" for p, log, pf in nodes]
+        infos = [wait_port_file(pf, p, 120, log) for p, log, pf in nodes]
+        self.nodes = [f"127.0.0.1:{info['port']}" for info in infos]
+        self.node_health = [f"127.0.0.1:{info['health_port']}" for info in infos]
         log = root / "coordinator.log"
         p = spawn("coordinator", ["--listen", "127.0.0.1:0", "--data-dir", str(root / "coord"), "--grace", "2",
                                   "--shard-nodes", ",".join(self.nodes), "--api-keys-file", str(root / "keys.txt"),
                                   "--tls-cert", str(self.cert), "--tls-key", str(self.key), "--health-port", "0",
-                                  *secret], root / "coord.port", log)
+                                  "--shard-tls-ca", str(self.cert), *secret], root / "coord.port", log)
         self.procs.append(p)
         self.logs.append(log)
         info = wait_port_file(root / "coord.port", p, 120, log)
@@ -105,15 +110,20 @@ def test_health_needs_no_key(cluster):
     with grpc.secure_channel(cluster.address, creds) as ch:
         r = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
         assert r.status == health_pb2.HealthCheckResponse.SERVING
-    # the plaintext health-only port (the kubelet's gRPC probes speak no TLS), and the
-    # shard nodes: probes carry no key or secret
-    for address in (cluster.health_address, *cluster.nodes):
+    # the plaintext health-only ports (the kubelet's gRPC probes speak no TLS) of the
+    # coordinator and of the shard nodes: probes carry no key or secret
+    for address in (cluster.health_address, *cluster.node_health):
         with grpc.insecure_channel(address) as ch:
             r = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
             assert r.status == health_pb2.HealthCheckResponse.SERVING
     with grpc.insecure_channel(cluster.health_address) as ch:  # health only: nothing else is served there
         with pytest.raises(grpc.RpcError) as e:
             ch.unary_unary("/quiver.v1.Quiver/ListCollections")(b"", metadata=[("x-api-key", ADMIN_KEY)], timeout=10)
+        assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    with grpc.insecure_channel(cluster.node_health[0]) as ch:
+        with pytest.raises(grpc.RpcError) as e:
+            ch.unary_unary("/quiver.v1.ShardNode/ListShards")(
+                b"", metadata=[("x-quiver-cluster-secret", SECRET)], timeout=10)
         assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
@@ -185,8 +195,27 @@ def test_tls_client_without_the_ca_fails(cluster):
         assert type(e.value).__name__ in ("Unavailable", "DeadlineExceeded")
 
 
-def test_shard_node_refuses_callers_without_the_cluster_secret(cluster):
+def test_shard_nodes_serve_only_tls(cluster):
+    """The coordinator reaches the nodes over TLS (every search and write in this module
+    passed through it); a plaintext caller, or one that does not trust the nodes'
+    CA, gets nothing, secret or not."""
     with grpc.insecure_channel(cluster.nodes[0]) as ch:
+        with pytest.raises(grpc.RpcError) as e:
+            spb_grpc.ShardNodeStub(ch).ListShards(spb.ListShardsRequest(),
+                                                  metadata=[("x-quiver-cluster-secret", SECRET)], timeout=5)
+        assert e.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+    with grpc.secure_channel(cluster.nodes[0], grpc.ssl_channel_credentials()) as ch:  # system roots only
+        with pytest.raises(grpc.RpcError) as e:
+            spb_grpc.ShardNodeStub(ch).ListShards(spb.ListShardsRequest(),
+                                                  metadata=[("x-quiver-cluster-secret", SECRET)], timeout=5)
+        assert e.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+    with cluster.client(READ_KEY) as c:
+        hits = c.search("docs", cluster.vectors[3], limit=1)
+        assert int(hits.ids[0]) == 3 and hits.shards_answered == 2  # both nodes, over TLS
+
+
+def test_shard_node_refuses_callers_without_the_cluster_secret(cluster):
+    with grpc.secure_channel(cluster.nodes[0], grpc.ssl_channel_credentials(cluster.cert.read_bytes())) as ch:
         stub = spb_grpc.ShardNodeStub(ch)
         for md in (None, [("x-quiver-cluster-secret", WRONG_SECRET)], [("authorization", f"Bearer {SECRET}")]):
             with pytest.raises(grpc.RpcError) as e:
@@ -289,3 +318,14 @@ def test_cli_refuses_a_bad_key_file_without_echoing_it(tmp_path):
     r = CliRunner().invoke(main, ["coordinator", "--data-dir", str(tmp_path / "d"), "--shard-nodes", "x:1",
                                   "--tls-cert", str(keys)])
     assert r.exit_code == 2 and "go together" in r.output
+    r = CliRunner().invoke(main, ["shard-node", "--data-dir", str(tmp_path / "n"), "--tls-key", str(keys)])
+    assert r.exit_code == 2 and "go together" in r.output
+    r = CliRunner().invoke(main, ["coordinator", "--data-dir", str(tmp_path / "d"), "--shard-nodes", "x:1",
+                                  "--shard-tls-ca", str(keys)])
+    assert r.exit_code == 2 and "no PEM certificate" in r.output and WRONG_KEY not in r.output
+    r = CliRunner().invoke(main, ["coordinator", "--data-dir", str(tmp_path / "d"), "--shard-nodes", "x:1",
+                                  "--shard-tls-ca", str(tmp_path / "missing.pem")])
+    assert r.exit_code == 2 and "cannot read TLS CA certificate" in r.output
+    r = CliRunner().invoke(main, ["coordinator", "--data-dir", str(tmp_path / "d"), "--shard-nodes", "x:1",
+                                  "--shard-tls-server-name", "nodes.quiver"])
+    assert r.exit_code == 2 and "needs --shard-tls-ca" in r.output
