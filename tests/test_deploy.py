@@ -30,6 +30,7 @@ from unittest import mock
 
 import numpy as np
 import pytest
+from tls_util import self_signed
 
 yaml = pytest.importorskip("yaml", reason="PyYAML reads the rendered manifests (a test extra)")
 
@@ -437,22 +438,11 @@ def test_overlay_runs_as_local_processes(overlay, tmp_path):
         (etc / d).mkdir(parents=True)
     (etc / "cluster" / "secret").write_text(secrets.token_hex(32) + "\n")
     (etc / "api-keys" / "keys.txt").write_text(f"{admin_key} admin\n")
-    if shutil.which("openssl") is None:
-        pytest.skip("needs the openssl command for the TLS Secrets")
-
-    def self_signed(d: Path, names: str) -> Path:
-        cert = d / "tls.crt"
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                        "-nodes", "-keyout", str(d / "tls.key"), "-out", str(cert), "-days", "1", "-subj",
-                        "/CN=quiver", "-addext", f"subjectAltName={names}"], check=True, capture_output=True,
-                       timeout=30)
-        return cert
-
-    cert = self_signed(etc / "tls", "DNS:localhost,IP:127.0.0.1")
+    cert, _ = self_signed(etc / "tls")
     # the shard nodes' Secret: one certificate for the name the coordinator checks, its own CA
     (_, coord), = [(w, c) for w, c in workloads(objs) if w["kind"] == "Deployment"]
     node_name = container_env(objs, coord).get("QUIVER_SHARD_TLS_SERVER_NAME", "localhost")
-    shutil.copy(self_signed(etc / "shard-tls", f"DNS:{node_name}"), etc / "shard-tls" / "ca.crt")
+    shutil.copy(self_signed(etc / "shard-tls", f"DNS:{node_name}")[0], etc / "shard-tls" / "ca.crt")
     procs: dict[str, tuple[subprocess.Popen, Path, dict]] = {}  # pod name -> (process, log, container)
     etcds: list[subprocess.Popen] = []
     dns: dict[str, str] = {}  # a pod's "name.service.namespace.svc:port" -> the local "127.0.0.1:port"

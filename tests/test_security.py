@@ -12,8 +12,6 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-import shutil
-import subprocess
 from pathlib import Path
 from unittest import mock
 
@@ -28,6 +26,7 @@ from quiver.local import spawn, terminate, wait_port_file
 from quiver.v1 import shard_node_pb2 as spb
 from quiver.v1 import shard_node_pb2_grpc as spb_grpc
 from shard.errors import PermissionDenied, Unauthenticated
+from tls_util import self_signed
 
 ADMIN_KEY = "admin-key-0123456789abcdef"
 READ_KEY = "read-key-0123456789abcdef"
@@ -36,22 +35,10 @@ SECRET = "cluster-secret-0123456789abcdef"
 WRONG_SECRET = "cluster-secret-not-the-right-one"
 
 
-def make_cert(d: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for localhost and 127.0.0.1 (it is its own CA)."""
-    if shutil.which("openssl") is None:
-        pytest.skip("needs the openssl command")
-    cert, key = d / "cert.pem", d / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                    "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-                   check=True, capture_output=True, timeout=30)
-    return cert, key
-
-
 class Cluster:
     def __init__(self, root: Path):
         self.root = root
-        self.cert, self.key = make_cert(root)
+        self.cert, self.key = self_signed(root)  # for localhost and 127.0.0.1: its own CA
         (root / "keys.txt").write_text(f"# test keys\n{ADMIN_KEY} admin\n\n{READ_KEY} read\n")
         (root / "secret").write_text(SECRET + "\n")
         self.procs, self.logs = [], []
