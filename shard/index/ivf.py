@@ -53,7 +53,7 @@ def assign(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
     def run(lo: int, hi: int) -> None:
         _assign_rows(x[lo:hi], centroids, half, out[lo:hi])
 
-    map_row_blocks(run, len(x), 2 * _CHUNK)
+    map_row_blocks(run, len(x), _CHUNK)
     return out
 
 
