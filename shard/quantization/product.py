@@ -164,7 +164,16 @@ class ProductQuantizer:
                 cb += rng.normal(0, 1e-4, cb.shape).astype(np.float32)
             iterations = TRAIN_ITERATIONS
         if self.dsub == 1:  # x4: each dimension's k-means on its sorted values (kmeans.lloyd_1d)
-            cols = np.sort(x.T, axis=1)
+            cols = np.empty((self.M, n), np.float32)
+
+            def sort_columns(lo: int, hi: int) -> None:
+                # each thread copies its dimensions out and sorts them (numpy's sort releases
+                # the GIL): 20k x 384 in 50-60 ms where np.sort(x.T, axis=1) took 130-175
+                block = cols[lo:hi]
+                block[...] = x[:, lo:hi].T
+                block.sort(axis=1)
+
+            map_row_blocks(sort_columns, self.M, 32)
             books = np.ascontiguousarray(cb[:, :, 0])
             map_row_blocks(lambda lo, hi: lloyd_1d(cols[lo:hi], books[lo:hi], iterations), self.M, 64)
             self._set_codebooks(books[:, :, None])
