@@ -295,6 +295,21 @@ def test_kmeans_warm_start_does_not_lose_ground():
     assert err(warm) <= err(cold)
 
 
+def test_kmeans_warm_start_takes_the_lists_it_is_given():
+    """A warm start given each point's nearest initial centroid (a shard's lists) skips
+    computing that assignment and ends where computing it would have."""
+    x = clustered(4000, 32, seed=6, centers=40)
+    cold = ivf.kmeans(x[:1500], 128, seed=0)
+    held = ivf.assign(x, cold)
+    given = held.copy()
+    c = ivf.kmeans(x, 128, seed=0, init=cold, labels=given)
+    np.testing.assert_array_equal(c, ivf.kmeans(x, 128, seed=0, init=cold))
+    np.testing.assert_array_equal(given, held)  # not written into
+    # and the lists are taken, not recomputed: other lists, another start
+    other = ivf.kmeans(x, 128, seed=0, init=cold, labels=((held + 1) % 128).astype(np.int32))
+    assert not np.array_equal(other, c)
+
+
 @pytest.mark.parametrize("n", [1, 17, 500])
 @pytest.mark.parametrize("dsub", [1, 2, 4, 8, 16])
 def test_pq_assign_matches_reference(dsub, n):

@@ -71,28 +71,35 @@ def _assign_rows(x: np.ndarray, centroids: np.ndarray, half: np.ndarray, out: np
 
 def kmeans(x: np.ndarray, k: int, seed: int = 0,
            progress: Callable[[str, int, int], None] | None = None,
-           init: np.ndarray | None = None) -> np.ndarray:
+           init: np.ndarray | None = None, labels: np.ndarray | None = None) -> np.ndarray:
     """Lloyd's k-means. x (n, d) float32 -> (k, d) float32.
 
     Starts from ``init`` (k, d) when given (a retraining starts from the index
-    it replaces), else from k random points. Full iterations assign by BLAS;
-    later ones compare each point only with the centroids nearest to its
-    cluster's (``assign_among``). Empty clusters are re-seeded from the points
-    farthest from their centroid.
+    it replaces), else from k random points. ``labels`` (n,) with ``init``: the
+    points' nearest centroids among ``init`` (a shard's lists, as written),
+    taken for the first assignment instead of computing it. Full iterations
+    assign by BLAS; later ones compare each point only with the centroids
+    nearest to its cluster's (``assign_among``). Empty clusters are re-seeded
+    from the points farthest from their centroid.
     """
     n = len(x)
     x = np.ascontiguousarray(x, np.float32)
+    a = cand = None
     if init is not None and len(init) <= n:
         c = np.array(init, np.float32, order="C")
         plan = [True] + [False] * WARM_NEAR_ITERATIONS
+        if labels is not None:
+            a = np.array(labels, np.int32)  # a copy: re-seeding writes into it
+            plan[0] = False
     else:
         k = min(k, n)
         rng = np.random.default_rng(seed + 15485863)
         c = x[rng.choice(n, k, replace=False)].copy()
         plan = [True] * KMEANS_ITERATIONS + [False] * NEAR_ITERATIONS
-    a = cand = None
     for it, full in enumerate(plan):
-        if full or a is None or len(c) <= NEIGHBOURS:
+        if it == 0 and a is not None:
+            pass  # the given labels are this assignment
+        elif full or a is None or len(c) <= NEIGHBOURS:
             a = assign(x, c)
         else:
             if cand is None or it % NEIGHBOURS_EVERY == 0:
