@@ -28,3 +28,12 @@ def map_row_blocks(fn: Callable[[int, int], T], n: int, min_rows: int) -> list[T
     bounds = np.linspace(0, n, blocks + 1).astype(np.int64).tolist()
     with ThreadPoolExecutor(blocks) as pool:
         return list(pool.map(fn, bounds[:-1], bounds[1:]))
+
+
+def matmul_rows(a: np.ndarray, b: np.ndarray, min_rows: int = 4096) -> np.ndarray:
+    """a (n, k) @ b (k, m) -> (n, m) float32, row blocks of a in threads: BLAS
+    is held to one thread (for searches), and a training's 20k x 384 x 384
+    rotation is worth both cores."""
+    out = np.empty((a.shape[0], b.shape[1]), np.float32)
+    map_row_blocks(lambda lo, hi: np.matmul(a[lo:hi], b, out=out[lo:hi]), a.shape[0], min_rows)
+    return out

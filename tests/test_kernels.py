@@ -331,6 +331,26 @@ def test_pq_assign_matches_reference(dsub, n):
     assert (got == ref).mean() > 0.99
 
 
+@pytest.mark.parametrize("dsub", [1, 2, 3, 4, 8, 16])
+def test_pq_update_moves_codewords_to_their_means(dsub):
+    """Each codeword moves to the mean of its subvectors (the widths with a
+    specialised loop and one without); a codeword with none stays put."""
+    from shard.kernels.kmeans import pq_update
+
+    rng = np.random.default_rng(dsub)
+    M, K, n = 5, 256, 3000
+    x = rng.standard_normal((n, M * dsub)).astype(np.float32)
+    codes = rng.integers(0, 200, (n, M)).astype(np.uint8)  # codewords 200..255 left empty
+    cb = rng.standard_normal((M, K, dsub)).astype(np.float32)
+    want = cb.copy()
+    for m in range(M):
+        for c in np.unique(codes[:, m]):
+            want[m, c] = x[codes[:, m] == c, m * dsub:(m + 1) * dsub].astype(np.float64).mean(0)
+    empty = pq_update(x, codes, cb)
+    assert empty == int(sum(K - len(np.unique(codes[:, m])) for m in range(M)))
+    np.testing.assert_allclose(cb, want, rtol=1e-6, atol=1e-6)
+
+
 def test_pq_assign_takes_views_and_refuses_other_widths():
     """Strided inputs are copied to the contiguous layout the kernel addresses;
     a subspace width without a kernel is an error, not a wrong answer."""

@@ -36,7 +36,7 @@ import numpy as np
 
 from shard.kernels.kmeans import lloyd_1d, pq_assign, pq_update
 from shard.kernels.product import product_luts, product_scan
-from shard.parallel import map_row_blocks
+from shard.parallel import map_row_blocks, matmul_rows
 
 #: float32 dimensions per one-byte subquantizer, by compression ratio.
 SUBSPACE_DIMS = {"x4": 1, "x8": 2, "x16": 4, "x32": 8, "x64": 16}
@@ -150,7 +150,7 @@ class ProductQuantizer:
             learn = x[:: -(-n // ROTATION_SAMPLE)] if n > ROTATION_SAMPLE else x  # spread over the sample
             self.rotation, self.rotation_n = allocate_axes(learn, self.M, self.dsub), len(learn)
         if self.rotation is not None:
-            x = np.ascontiguousarray(x @ self.rotation, np.float32)
+            x = matmul_rows(x, self.rotation)
         if warm:
             cb = previous.codebooks.copy()
             iterations = WARM_ITERATIONS
