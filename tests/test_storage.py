@@ -50,8 +50,35 @@ def test_put_points_in_any_order_matches_a_dict(tmp_path, seed):
     rid, recs = store.all_code_records(REC.itemsize)
     np.testing.assert_array_equal(rid, ids)
     assert [r.tobytes() for r in recs] == [want_rec[i] for i in ids.tolist()]
-    assert [i.tolist() for i, _ in store.iter_vectors(chunk=64)] and \
-        np.array_equal(np.concatenate([i for i, _ in store.iter_vectors(chunk=64)]), ids)
+    chunks = list(store.iter_vectors(chunk=64))
+    assert len(chunks) > 1 and all(len(i) <= 64 for i, _ in chunks)
+    np.testing.assert_array_equal(np.concatenate([i for i, _ in chunks]), ids)
+    np.testing.assert_array_equal(np.concatenate([v for _, v in chunks]),
+                                  np.stack([want_vec[i] for i in ids.tolist()]))
+    assert store.pages.fallbacks == 0
+    store.close()
+
+
+@pytest.mark.parametrize("fail_at", [0, 2])
+def test_iter_vectors_goes_on_through_the_cursor_when_the_pages_fail(tmp_path, fail_at):
+    """When the page reader cannot vouch for a chunk (here: told to fail from chunk
+    ``fail_at`` on), the rest comes through LMDB's cursor from that chunk's first key:
+    every point once, in id order, with its vector."""
+    store = LmdbVectorStore(str(tmp_path / "s"), DIM)
+    ids = np.unique(np.random.default_rng(1).integers(0, 1 << 40, 700)).astype(np.uint64)
+    x = vectors(ids)
+    store.put_points(ids, x, None, np.zeros((len(ids), 0), np.uint8))
+    read_at, calls = store.pages.read_at, []
+
+    def failing(*a):
+        calls.append(1)
+        return None if len(calls) > fail_at else read_at(*a)
+
+    store.pages.read_at = failing
+    chunks = list(store.iter_vectors(chunk=100))
+    assert len(calls) == fail_at + 1
+    np.testing.assert_array_equal(np.concatenate([i for i, _ in chunks]), ids)
+    np.testing.assert_array_equal(np.concatenate([v for _, v in chunks]), x)
     store.close()
 
 

@@ -234,9 +234,31 @@ class LmdbVectorStore:
         return [txn.get(k, db=db) for k in id_keys(ids)]
 
     def iter_vectors(self, chunk: int = 8192) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """All (ids, vectors) in id order, ``chunk`` points at a time, in one read snapshot."""
+        """All (ids, vectors) in id order, ``chunk`` points at a time, in one read snapshot.
+
+        Read from the data file's pages where every value sits (``PageReader.nodes``,
+        then ``read_at`` a chunk at a time: no Python step per point; docs384's 80k
+        vectors in 16k chunks ~3x faster than the cursor), through the cursor from
+        the first chunk the pages cannot vouch for. The caller holds off map growth
+        (a search's shared lock, a retrain's write lock), as for every page read."""
         with self.env.begin() as txn:
-            items = txn.cursor(self.vectors).iternext()
+            start = bytes(8)  # keys are 8 bytes: set_range(0) = the first key
+            located = self.pages.nodes(txn)
+            if located is not None:
+                keys, nodes = located
+                for lo in range(0, len(keys), chunk):
+                    hi = min(lo + chunk, len(keys))
+                    got = self.pages.read_at(nodes, np.arange(lo, hi), keys[lo:hi])
+                    if got is None or not got[0].all():
+                        start = id_keys(keys[lo:lo + 1])[0]
+                        break
+                    yield keys[lo:hi], got[1].view(np.float32).reshape(-1, self.dim)
+                else:
+                    return
+            cur = txn.cursor(self.vectors)
+            if not cur.set_range(start):
+                return
+            items = cur.iternext()
             while True:
                 block = list(islice(items, chunk))
                 if not block:
