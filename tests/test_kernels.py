@@ -275,6 +275,15 @@ def test_assign_among_matches_reference(dim, n):
     assert all(l in cand[l] for l in range(len(c)))
 
 
+def test_assigned_sq_dists_matches_numpy():
+    from shard.kernels.kmeans import assigned_sq_dists
+
+    x = clustered(300, 37, seed=7)
+    c = clustered(20, 37, seed=8)
+    a = np.random.default_rng(7).integers(0, 20, len(x)).astype(np.int32)
+    np.testing.assert_allclose(assigned_sq_dists(x, a, c), ((x - c[a]) ** 2).sum(1), rtol=1e-5)
+
+
 def test_assign_matches_brute_force():
     x = clustered(9000, 24, seed=3)  # more than one chunk
     c = clustered(50, 24, seed=4)

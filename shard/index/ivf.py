@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from shard.kernels.kmeans import assign_among, cluster_means_update
+from shard.kernels.kmeans import assign_among, assigned_sq_dists, cluster_means_update
 from shard.kernels.layout import nearest_lists
 from shard.parallel import map_row_blocks
 
@@ -108,7 +108,7 @@ def kmeans(x: np.ndarray, k: int, seed: int = 0,
         counts = cluster_means_update(x, a, c)
         empty = np.flatnonzero(counts == 0)
         if len(empty):
-            err = np.einsum("ij,ij->i", x - c[a], x - c[a])
+            err = assigned_sq_dists(x, a, c)
             far = np.argsort(-err)[: len(empty)]
             c[empty] = x[far]
             a[far] = empty  # each sits on its new centroid: the next near iteration sees it

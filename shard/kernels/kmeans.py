@@ -189,6 +189,23 @@ def cluster_means_update(x, assign, centroids):
 
 
 @njit(nogil=True, cache=True, fastmath=True, boundscheck=False)
+def assigned_sq_dists(x, assign, centroids):
+    """||x[i] - centroids[assign[i]]||^2 (n,) float32 for x (n, d): one pass,
+    where numpy's ``x - c[a]`` made two (n, d) temporaries (a k-means step with
+    an empty cluster, docs384 25k points: ~0.19 s, mostly fresh pages)."""
+    n, d = x.shape
+    out = np.empty(n, np.float32)
+    for i in range(n):
+        c = assign[i]
+        s = np.float32(0.0)
+        for j in range(d):
+            t = x[i, j] - centroids[c, j]
+            s += t * t
+        out[i] = s
+    return out
+
+
+@njit(nogil=True, cache=True, fastmath=True, boundscheck=False)
 def assign_among(x, centroids, half_cnorm, prev, cand):
     """Nearest centroid of each point among the candidates of its previous cluster.
 
