@@ -191,7 +191,8 @@ async def _serve(address: str, data_dir: str, shard_nodes: list[str], *, shard_t
                  max_message_mb: int, api_keys: security.ApiKeys | None, tls: grpc.ServerCredentials | None,
                  cluster_secret: str | None, health_port: int | None, etcd_endpoints: list[str],
                  etcd_prefix: str, hedge_after: float | None, repair_interval: float,
-                 shard_tls_ca: bytes | None = None, shard_tls_server_name: str | None = None) -> None:
+                 shard_tls_ca: bytes | None = None, shard_tls_server_name: str | None = None,
+                 shard_tls_identity: tuple[bytes, bytes] | None = None) -> None:
     backend = None
     if etcd_endpoints:
         from coordinator.etcd import EtcdBackend
@@ -202,7 +203,7 @@ async def _serve(address: str, data_dir: str, shard_nodes: list[str], *, shard_t
                               hedge_after=hedge_after, repair_interval=repair_interval)
     coordinator.pool.set_metadata(security.cluster_metadata(cluster_secret))  # before any shard call
     if shard_tls_ca is not None:
-        coordinator.pool.set_tls(shard_tls_ca, shard_tls_server_name)
+        coordinator.pool.set_tls(shard_tls_ca, shard_tls_server_name, shard_tls_identity)
     metrics = RpcMetrics("coordinator")
     health = new_health()
     streams = AioStreams()
@@ -225,6 +226,7 @@ async def _serve(address: str, data_dir: str, shard_nodes: list[str], *, shard_t
                                              "event_loop": type(asyncio.get_running_loop()).__module__,
                                              "grpc_experiments": os.environ.get("GRPC_EXPERIMENTS", ""),
                                              "tls": tls is not None, "shard_tls": shard_tls_ca is not None,
+                                             "shard_tls_client_cert": shard_tls_identity is not None,
                                              "api_keys": len(api_keys or ()),
                                              "cluster_secret": cluster_secret is not None})
     if port_file:
@@ -253,7 +255,8 @@ def serve(address: str, data_dir: str, shard_nodes: list[str], *, shard_timeout:
           api_keys: security.ApiKeys | None = None, tls: grpc.ServerCredentials | None = None,
           cluster_secret: str | None = None, health_port: int | None = None, etcd_endpoints: list[str] | None = None,
           etcd_prefix: str = "/quiver/", hedge_after: float | None = None, repair_interval: float = 1.0,
-          shard_tls_ca: bytes | None = None, shard_tls_server_name: str | None = None) -> None:
+          shard_tls_ca: bytes | None = None, shard_tls_server_name: str | None = None,
+          shard_tls_identity: tuple[bytes, bytes] | None = None) -> None:
     """Run a coordinator until SIGTERM; then drain in-flight calls and close its metadata store.
 
     ``etcd_endpoints``: keep the metadata in etcd under ``etcd_prefix`` (shared
@@ -263,10 +266,11 @@ def serve(address: str, data_dir: str, shard_nodes: list[str], *, shard_timeout:
     of the listen host (0 = any free port), for probes that cannot speak TLS.
     ``shard_tls_ca``: call the shard nodes over TLS, verifying their certificates
     against these PEM CA certificate(s) (``shard_tls_server_name``: the name to
-    check instead of each node's host)."""
+    check instead of each node's host); ``shard_tls_identity``: (certificate
+    chain, private key) PEM presented to the nodes, for nodes that require one."""
     _event_loop_runner()(_serve(address, data_dir, shard_nodes, shard_timeout=shard_timeout, write_timeout=write_timeout,
                        metrics_port=metrics_port, port_file=port_file, grace=grace, max_message_mb=max_message_mb,
                        api_keys=api_keys, tls=tls, cluster_secret=cluster_secret, health_port=health_port,
                        etcd_endpoints=etcd_endpoints or [], etcd_prefix=etcd_prefix, hedge_after=hedge_after,
                        repair_interval=repair_interval, shard_tls_ca=shard_tls_ca,
-                       shard_tls_server_name=shard_tls_server_name))
+                       shard_tls_server_name=shard_tls_server_name, shard_tls_identity=shard_tls_identity))

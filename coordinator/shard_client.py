@@ -70,13 +70,17 @@ class NodePool:
         self._metadata: tuple[tuple[str, str], ...] | None = None
         self._credentials: grpc.ChannelCredentials | None = None
 
-    def set_tls(self, root_certificates: bytes, server_name: str | None = None) -> None:
+    def set_tls(self, root_certificates: bytes, server_name: str | None = None,
+                identity: tuple[bytes, bytes] | None = None) -> None:
         """Call shard nodes over TLS, trusting the CA certificate(s) ``root_certificates``
         (PEM); ``server_name``: the name checked against every node's certificate
-        instead of the host it is reached by. Set it before the first call."""
+        instead of the host it is reached by; ``identity``: (certificate chain,
+        private key) PEM presented to the nodes (mutual TLS). Set it before the first call."""
         if self._stubs:
             raise RuntimeError("set the shard-call TLS before the first shard call")
-        self._credentials = grpc.ssl_channel_credentials(root_certificates=root_certificates)
+        cert, key = identity if identity is not None else (None, None)
+        self._credentials = grpc.ssl_channel_credentials(root_certificates=root_certificates,
+                                                         private_key=key, certificate_chain=cert)
         if server_name:
             self._options = self._options + [("grpc.ssl_target_name_override", server_name)]
 

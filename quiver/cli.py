@@ -96,12 +96,17 @@ def _tls_server_options(what: str):
     return wrap
 
 
-def _tls_credentials(tls_cert, tls_key):
+def _tls_credentials(tls_cert, tls_key, tls_client_ca=None):
     from quiver import security
 
     if bool(tls_cert) != bool(tls_key):
         raise click.UsageError("--tls-cert and --tls-key go together (QUIVER_TLS_CERT / QUIVER_TLS_KEY)")
-    return _security_load(security.server_credentials, tls_cert, tls_key) if tls_cert else None
+    if tls_client_ca and not tls_cert:
+        raise click.UsageError("--tls-client-ca needs --tls-cert and --tls-key (QUIVER_TLS_CERT / QUIVER_TLS_KEY)")
+    if not tls_cert:
+        return None
+    client_ca = _security_load(security.ca_certificates, tls_client_ca) if tls_client_ca else None
+    return _security_load(security.server_credentials, tls_cert, tls_key, client_ca)
 
 
 @click.group(help=__doc__.split("\n\n")[0])
@@ -115,16 +120,19 @@ def main() -> None:
               help="gRPC handler threads; searches run in them, in parallel. Each coordinator's search "
                    "streams hold 2 of them (coordinator/search_stream.py). [env QUIVER_WORKERS]")
 @_tls_server_options("the shard node's API")
+@click.option("--tls-client-ca", envvar="QUIVER_TLS_CLIENT_CA", default=None, type=click.Path(dir_okay=False),
+              help="PEM CA certificate(s): mutual TLS, serve only callers presenting a certificate these signed "
+                   "(the coordinator's --shard-tls-cert). Needs --tls-cert. [env QUIVER_TLS_CLIENT_CA]")
 @_cluster_secret_options
 def shard_node_cmd(listen, data_dir, metrics_port, port_file, grace, max_message_mb, log_level, workers,
-                   tls_cert, tls_key, health_port, cluster_secret_file, cluster_secret):
+                   tls_cert, tls_key, health_port, tls_client_ca, cluster_secret_file, cluster_secret):
     """Run a shard node: hosts collection shards, each an engine with its own LMDB."""
     from quiver import security
     from quiver.logs import setup_logging
     from shard.server import serve
 
     secret = _security_load(security.load_cluster_secret, cluster_secret_file, cluster_secret)
-    tls = _tls_credentials(tls_cert, tls_key)
+    tls = _tls_credentials(tls_cert, tls_key, tls_client_ca)
     setup_logging(log_level, role="shard-node")
     serve(listen, data_dir, metrics_port=metrics_port, port_file=port_file, grace=grace,
           max_message_mb=max_message_mb, workers=workers, cluster_secret=secret, tls=tls, health_port=health_port)
@@ -167,11 +175,16 @@ def shard_node_cmd(listen, data_dir, metrics_port, port_file, grace, max_message
 @click.option("--shard-tls-server-name", envvar="QUIVER_SHARD_TLS_SERVER_NAME", default=None,
               help="The name every shard node's certificate is checked for, instead of the host it is reached "
                    "by (one certificate for all nodes). [env QUIVER_SHARD_TLS_SERVER_NAME]")
+@click.option("--shard-tls-cert", envvar="QUIVER_SHARD_TLS_CERT", default=None, type=click.Path(dir_okay=False),
+              help="PEM certificate (chain) this coordinator presents to the shard nodes (mutual TLS: nodes "
+                   "started with --tls-client-ca). Needs --shard-tls-ca. [env QUIVER_SHARD_TLS_CERT]")
+@click.option("--shard-tls-key", envvar="QUIVER_SHARD_TLS_KEY", default=None, type=click.Path(dir_okay=False),
+              help="PEM private key of --shard-tls-cert. [env QUIVER_SHARD_TLS_KEY]")
 @_cluster_secret_options
 def coordinator_cmd(listen, data_dir, metrics_port, port_file, grace, max_message_mb, log_level, shard_nodes,
                     shard_timeout, shard_write_timeout, api_keys_file, api_key_admin, api_key_read, tls_cert,
-                    tls_key, health_port, shard_tls_ca, shard_tls_server_name, cluster_secret_file, cluster_secret,
-                    etcd_endpoints, etcd_prefix, hedge_after, repair_interval):
+                    tls_key, health_port, shard_tls_ca, shard_tls_server_name, shard_tls_cert, shard_tls_key,
+                    cluster_secret_file, cluster_secret, etcd_endpoints, etcd_prefix, hedge_after, repair_interval):
     """Run the coordinator: the public and admin APIs, placement, fan-out and global merge."""
     from coordinator.server import serve
     from quiver import security
@@ -182,14 +195,21 @@ def coordinator_cmd(listen, data_dir, metrics_port, port_file, grace, max_messag
     tls = _tls_credentials(tls_cert, tls_key)
     if shard_tls_server_name and not shard_tls_ca:
         raise click.UsageError("--shard-tls-server-name needs --shard-tls-ca (QUIVER_SHARD_TLS_CA)")
+    if bool(shard_tls_cert) != bool(shard_tls_key):
+        raise click.UsageError("--shard-tls-cert and --shard-tls-key go together "
+                               "(QUIVER_SHARD_TLS_CERT / QUIVER_SHARD_TLS_KEY)")
+    if shard_tls_cert and not shard_tls_ca:
+        raise click.UsageError("--shard-tls-cert needs --shard-tls-ca (QUIVER_SHARD_TLS_CA)")
     shard_ca = _security_load(security.ca_certificates, shard_tls_ca) if shard_tls_ca else None
+    shard_identity = (_security_load(security.certificate_pair, shard_tls_cert, shard_tls_key)
+                      if shard_tls_cert else None)
     setup_logging(log_level, role="coordinator")
     serve(listen, data_dir, [n for n in shard_nodes.split(",") if n.strip()], shard_timeout=shard_timeout,
           write_timeout=shard_write_timeout, metrics_port=metrics_port, port_file=port_file, grace=grace,
           max_message_mb=max_message_mb, api_keys=keys, tls=tls, cluster_secret=secret, health_port=health_port,
           etcd_endpoints=[e.strip() for e in etcd_endpoints.split(",") if e.strip()], etcd_prefix=etcd_prefix,
           hedge_after=hedge_after, repair_interval=repair_interval, shard_tls_ca=shard_ca,
-          shard_tls_server_name=shard_tls_server_name)
+          shard_tls_server_name=shard_tls_server_name, shard_tls_identity=shard_identity)
 
 
 _dir_option = click.option("--dir", "root", envvar="QUIVER_LOCAL_DIR", default=".quiver", show_default=True,

@@ -165,13 +165,30 @@ def cluster_metadata(secret: str | None) -> tuple[tuple[str, str], ...] | None:
     return ((CLUSTER_SECRET_HEADER, secret),) if secret else None
 
 
-def server_credentials(cert: str | Path, key: str | Path) -> grpc.ServerCredentials:
-    """TLS credentials from a PEM certificate (chain) and its private key."""
+def server_credentials(cert: str | Path, key: str | Path,
+                       client_ca: bytes | None = None) -> grpc.ServerCredentials:
+    """TLS credentials from a PEM certificate (chain) and its private key;
+    ``client_ca`` (PEM CA certificates, ``ca_certificates``): mutual TLS, every
+    caller must present a certificate those CAs signed (the handshake fails
+    otherwise, before any method or metadata is seen)."""
+    cert_pem, key_pem = certificate_pair(cert, key)
+    if client_ca is None:
+        return grpc.ssl_server_credentials([(key_pem, cert_pem)])
+    return grpc.ssl_server_credentials([(key_pem, cert_pem)], root_certificates=client_ca,
+                                       require_client_auth=True)
+
+
+def certificate_pair(cert: str | Path, key: str | Path) -> tuple[bytes, bytes]:
+    """(certificate chain, private key) as PEM bytes, read from their files."""
     try:
         cert_pem, key_pem = Path(cert).read_bytes(), Path(key).read_bytes()
     except OSError as e:
         raise SecurityConfigError(f"cannot read TLS certificate or key: {e.filename}: {e.strerror}") from None
-    return grpc.ssl_server_credentials([(key_pem, cert_pem)])
+    if b"-----BEGIN CERTIFICATE-----" not in cert_pem:
+        raise SecurityConfigError(f"{cert} holds no PEM certificate")
+    if b"PRIVATE KEY-----" not in key_pem:
+        raise SecurityConfigError(f"{key} holds no PEM private key")
+    return cert_pem, key_pem
 
 
 def ca_certificates(path: str | Path) -> bytes:

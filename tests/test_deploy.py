@@ -434,15 +434,18 @@ def test_overlay_runs_as_local_processes(overlay, tmp_path):
     # the Secrets the manifests mount, as files here (the same paths under tmp_path/etc)
     admin_key = secrets.token_hex(16)
     etc = tmp_path / "etc"
-    for d in ("cluster", "api-keys", "tls", "shard-tls"):
+    for d in ("cluster", "api-keys", "tls", "shard-tls", "coordinator-tls"):
         (etc / d).mkdir(parents=True)
     (etc / "cluster" / "secret").write_text(secrets.token_hex(32) + "\n")
     (etc / "api-keys" / "keys.txt").write_text(f"{admin_key} admin\n")
     cert, _ = self_signed(etc / "tls")
-    # the shard nodes' Secret: one certificate for the name the coordinator checks, its own CA
+    # the shard nodes' Secret: one certificate for the name the coordinator checks, and the
+    # coordinator's client certificate (mutual TLS), each its own CA: ca.crt trusts both
     (_, coord), = [(w, c) for w, c in workloads(objs) if w["kind"] == "Deployment"]
     node_name = container_env(objs, coord).get("QUIVER_SHARD_TLS_SERVER_NAME", "localhost")
-    shutil.copy(self_signed(etc / "shard-tls", f"DNS:{node_name}")[0], etc / "shard-tls" / "ca.crt")
+    node_cert, _ = self_signed(etc / "shard-tls", f"DNS:{node_name}")
+    client_cert, _ = self_signed(etc / "coordinator-tls", "DNS:quiver-coordinator")
+    (etc / "shard-tls" / "ca.crt").write_bytes(node_cert.read_bytes() + client_cert.read_bytes())
     procs: dict[str, tuple[subprocess.Popen, Path, dict]] = {}  # pod name -> (process, log, container)
     etcds: list[subprocess.Popen] = []
     dns: dict[str, str] = {}  # a pod's "name.service.namespace.svc:port" -> the local "127.0.0.1:port"

@@ -3,8 +3,8 @@ cluster secret to shard nodes.
 
 A real cluster as processes on 127.0.0.1 (two shard nodes and a coordinator, all
 started with the security flags: every port serves TLS, the coordinator verifies the
-nodes' certificate), a self-signed certificate made with the ``openssl`` command, and
-the key checks' unit tests.
+nodes' certificate and the nodes the coordinator's: mutual TLS), self-signed
+certificates made with the ``openssl`` command, and the key checks' unit tests.
 """
 
 from __future__ import annotations
@@ -39,6 +39,9 @@ class Cluster:
     def __init__(self, root: Path):
         self.root = root
         self.cert, self.key = self_signed(root)  # for localhost and 127.0.0.1: its own CA
+        (root / "coordinator-client").mkdir()
+        # the certificate the coordinator presents to the nodes (its own CA: the nodes trust it)
+        self.client_cert, self.client_key = self_signed(root / "coordinator-client", "DNS:quiver-coordinator")
         (root / "keys.txt").write_text(f"# test keys\n{ADMIN_KEY} admin\n\n{READ_KEY} read\n")
         (root / "secret").write_text(SECRET + "\n")
         self.procs, self.logs = [], []
@@ -48,7 +51,8 @@ class Cluster:
             log = root / f"node-{i}.log"
             p = spawn("shard-node", ["--listen", "127.0.0.1:0", "--data-dir", str(root / f"node-{i}"),
                                      "--grace", "2", "--tls-cert", str(self.cert), "--tls-key", str(self.key),
-                                     "--health-port", "0", *secret], root / f"node-{i}.port", log)
+                                     "--tls-client-ca", str(self.client_cert), "--health-port", "0", *secret],
+                      root / f"node-{i}.port", log)
             self.procs.append(p)
             self.logs.append(log)
             nodes.append((p, log, root / f"node-{i}.port"))
@@ -59,12 +63,18 @@ class Cluster:
         p = spawn("coordinator", ["--listen", "127.0.0.1:0", "--data-dir", str(root / "coord"), "--grace", "2",
                                   "--shard-nodes", ",".join(self.nodes), "--api-keys-file", str(root / "keys.txt"),
                                   "--tls-cert", str(self.cert), "--tls-key", str(self.key), "--health-port", "0",
-                                  "--shard-tls-ca", str(self.cert), *secret], root / "coord.port", log)
+                                  "--shard-tls-ca", str(self.cert), "--shard-tls-cert", str(self.client_cert),
+                                  "--shard-tls-key", str(self.client_key), *secret], root / "coord.port", log)
         self.procs.append(p)
         self.logs.append(log)
         info = wait_port_file(root / "coord.port", p, 120, log)
         self.address = f"127.0.0.1:{info['port']}"
         self.health_address = f"127.0.0.1:{info['health_port']}"
+
+    def node_credentials(self) -> grpc.ChannelCredentials:
+        """What the coordinator calls the nodes with: their CA and its client certificate."""
+        return grpc.ssl_channel_credentials(self.cert.read_bytes(), private_key=self.client_key.read_bytes(),
+                                            certificate_chain=self.client_cert.read_bytes())
 
     def client(self, api_key: str | None = None, **kw) -> Client:
         return Client(self.address, timeout=60, api_key=api_key, tls=True, ca_cert=self.cert, **kw)
@@ -186,23 +196,42 @@ def test_shard_nodes_serve_only_tls(cluster):
     """The coordinator reaches the nodes over TLS (every search and write in this module
     passed through it); a plaintext caller, or one that does not trust the nodes'
     CA, gets nothing, secret or not."""
-    with grpc.insecure_channel(cluster.nodes[0]) as ch:
-        with pytest.raises(grpc.RpcError) as e:
-            spb_grpc.ShardNodeStub(ch).ListShards(spb.ListShardsRequest(),
-                                                  metadata=[("x-quiver-cluster-secret", SECRET)], timeout=5)
-        assert e.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
-    with grpc.secure_channel(cluster.nodes[0], grpc.ssl_channel_credentials()) as ch:  # system roots only
-        with pytest.raises(grpc.RpcError) as e:
-            spb_grpc.ShardNodeStub(ch).ListShards(spb.ListShardsRequest(),
-                                                  metadata=[("x-quiver-cluster-secret", SECRET)], timeout=5)
-        assert e.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+    assert_node_refuses(cluster, None)
+    assert_node_refuses(cluster, grpc.ssl_channel_credentials())  # system roots only
     with cluster.client(READ_KEY) as c:
         hits = c.search("docs", cluster.vectors[3], limit=1)
         assert int(hits.ids[0]) == 3 and hits.shards_answered == 2  # both nodes, over TLS
 
 
+def assert_node_refuses(cluster, credentials) -> None:
+    """A call to a node with the cluster secret over ``credentials`` (None: plaintext)
+    gets no answer: the connection never comes up."""
+    address = cluster.nodes[0]
+    with (grpc.insecure_channel(address) if credentials is None else
+          grpc.secure_channel(address, credentials)) as ch:
+        with pytest.raises(grpc.RpcError) as e:
+            spb_grpc.ShardNodeStub(ch).ListShards(spb.ListShardsRequest(),
+                                                  metadata=[("x-quiver-cluster-secret", SECRET)], timeout=5)
+        assert e.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+def test_shard_nodes_serve_only_callers_with_a_client_certificate(cluster, tmp_path):
+    """Mutual TLS: a caller that trusts the nodes' CA and holds the cluster secret still
+    gets nothing without a certificate the nodes' --tls-client-ca signed, or with one
+    another CA signed; with the coordinator's certificate the same call is answered."""
+    roots = cluster.cert.read_bytes()
+    assert_node_refuses(cluster, grpc.ssl_channel_credentials(roots))
+    other_cert, other_key = self_signed(tmp_path, "DNS:quiver-coordinator")
+    assert_node_refuses(cluster, grpc.ssl_channel_credentials(roots, private_key=other_key.read_bytes(),
+                                                             certificate_chain=other_cert.read_bytes()))
+    with grpc.secure_channel(cluster.nodes[0], cluster.node_credentials()) as ch:
+        r = spb_grpc.ShardNodeStub(ch).ListShards(spb.ListShardsRequest(),
+                                                  metadata=[("x-quiver-cluster-secret", SECRET)], timeout=10)
+        assert {s.shard.collection for s in r.shards} == {"docs"}
+
+
 def test_shard_node_refuses_callers_without_the_cluster_secret(cluster):
-    with grpc.secure_channel(cluster.nodes[0], grpc.ssl_channel_credentials(cluster.cert.read_bytes())) as ch:
+    with grpc.secure_channel(cluster.nodes[0], cluster.node_credentials()) as ch:
         stub = spb_grpc.ShardNodeStub(ch)
         for md in (None, [("x-quiver-cluster-secret", WRONG_SECRET)], [("authorization", f"Bearer {SECRET}")]):
             with pytest.raises(grpc.RpcError) as e:
@@ -316,3 +345,16 @@ def test_cli_refuses_a_bad_key_file_without_echoing_it(tmp_path):
     r = CliRunner().invoke(main, ["coordinator", "--data-dir", str(tmp_path / "d"), "--shard-nodes", "x:1",
                                   "--shard-tls-server-name", "nodes.quiver"])
     assert r.exit_code == 2 and "needs --shard-tls-ca" in r.output
+    # mutual TLS: the node's client CA needs its own TLS; the coordinator's certificate
+    # comes with its key and with the nodes' CA; files that hold no PEM are named
+    r = CliRunner().invoke(main, ["shard-node", "--data-dir", str(tmp_path / "n"), "--tls-client-ca", str(keys)])
+    assert r.exit_code == 2 and "--tls-client-ca needs --tls-cert" in r.output
+    r = CliRunner().invoke(main, ["shard-node", "--data-dir", str(tmp_path / "n"), "--tls-cert", str(keys),
+                                  "--tls-key", str(keys)])
+    assert r.exit_code == 2 and "holds no PEM certificate" in r.output and WRONG_KEY not in r.output
+    r = CliRunner().invoke(main, ["coordinator", "--data-dir", str(tmp_path / "d"), "--shard-nodes", "x:1",
+                                  "--shard-tls-cert", str(keys)])
+    assert r.exit_code == 2 and "--shard-tls-cert and --shard-tls-key go together" in r.output
+    r = CliRunner().invoke(main, ["coordinator", "--data-dir", str(tmp_path / "d"), "--shard-nodes", "x:1",
+                                  "--shard-tls-cert", str(keys), "--shard-tls-key", str(keys)])
+    assert r.exit_code == 2 and "--shard-tls-cert needs --shard-tls-ca" in r.output
