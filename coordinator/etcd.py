@@ -79,20 +79,32 @@ def prefix_end(key: bytes) -> bytes:
     return bytes(k)
 
 
-def parse_endpoints(endpoints: str | list[str]) -> list[str]:
-    """``"host:port"`` targets from a list or a comma-separated string; an ``http://``
-    scheme is dropped (https needs TLS, which this backend does not do yet)."""
+def parse_endpoints(endpoints: str | list[str], tls: bool = False) -> list[str]:
+    """``"host:port"`` targets from a list or a comma-separated string. A scheme
+    may say how: ``http://`` for a plaintext backend, ``https://`` for a TLS one
+    (``tls``); a scheme that contradicts the backend's is refused, not ignored."""
     items = endpoints.split(",") if isinstance(endpoints, str) else list(endpoints)
     out = []
     for item in (i.strip() for i in items):
         if not item:
             continue
-        if item.startswith("https://"):
-            raise E.InvalidArgument(f"etcd endpoint {item!r}: TLS is not supported yet, use http:// or host:port")
-        out.append(item.removeprefix("http://").rstrip("/"))
+        if item.startswith("https://") and not tls:
+            raise E.InvalidArgument(f"etcd endpoint {item!r} asks for TLS: give the etcd CA "
+                                    "(--etcd-tls-ca / QUIVER_ETCD_TLS_CA), or use http:// or host:port")
+        if item.startswith("http://") and tls:
+            raise E.InvalidArgument(f"etcd endpoint {item!r} is plaintext, but TLS to etcd is configured: "
+                                    "use https:// or host:port")
+        out.append(item.removeprefix("https://").removeprefix("http://").rstrip("/"))
     if not out:
         raise E.InvalidArgument(f"no etcd endpoint given in {endpoints!r}: use host:port[,host:port...]")
     return out
+
+
+def etcd_credentials(ca: bytes, identity: tuple[bytes, bytes] | None = None) -> grpc.ChannelCredentials:
+    """TLS to etcd: trust the PEM CA certificate(s) ``ca``; ``identity``: (certificate
+    chain, private key) PEM shown to etcd when it checks clients (``--client-cert-auth``)."""
+    cert, key = identity if identity is not None else (None, None)
+    return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
 
 
 class EtcdBackend(MetaBackend):
@@ -104,16 +116,19 @@ class EtcdBackend(MetaBackend):
     how long a watch or keep-alive keeps reopening its stream while every
     endpoint fails before it gives up (``Unavailable``). ``on_lease_lost(lease)``
     is called when etcd says a lease we renew has expired (its keys are gone).
+    ``credentials``: call etcd over TLS (``etcd_credentials``); None = plaintext.
 
     Create it inside the event loop that uses it (grpc.aio channels belong to a loop).
     """
 
     def __init__(self, endpoints: str | list[str], prefix: str = "/quiver/", *, timeout: float = 5.0,
                  reconnect_timeout: float = 30.0, reconnect_delay: float = 0.1,
-                 on_lease_lost: Callable[[int], None] | None = None):
+                 on_lease_lost: Callable[[int], None] | None = None,
+                 credentials: grpc.ChannelCredentials | None = None):
         if not prefix:
             raise E.InvalidArgument("the etcd key prefix must not be empty (use e.g. /quiver/)")
-        self.endpoints = parse_endpoints(endpoints)
+        self.endpoints = parse_endpoints(endpoints, tls=credentials is not None)
+        self._credentials = credentials
         self.prefix = prefix
         self.timeout = timeout
         self.reconnect_timeout = reconnect_timeout
@@ -136,7 +151,9 @@ class EtcdBackend(MetaBackend):
         endpoint = self.endpoints[self._current]
         channel = self._channels.get(endpoint)
         if channel is None:
-            channel = self._channels[endpoint] = grpc.aio.insecure_channel(endpoint)
+            channel = self._channels[endpoint] = (
+                grpc.aio.insecure_channel(endpoint) if self._credentials is None
+                else grpc.aio.secure_channel(endpoint, self._credentials))
         return endpoint, channel
 
     def _next_endpoint(self, failed: str) -> None:

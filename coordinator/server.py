@@ -192,12 +192,13 @@ async def _serve(address: str, data_dir: str, shard_nodes: list[str], *, shard_t
                  cluster_secret: str | None, health_port: int | None, etcd_endpoints: list[str],
                  etcd_prefix: str, hedge_after: float | None, repair_interval: float,
                  shard_tls_ca: bytes | None = None, shard_tls_server_name: str | None = None,
-                 shard_tls_identity: tuple[bytes, bytes] | None = None) -> None:
+                 shard_tls_identity: tuple[bytes, bytes] | None = None,
+                 etcd_credentials: grpc.ChannelCredentials | None = None) -> None:
     backend = None
     if etcd_endpoints:
         from coordinator.etcd import EtcdBackend
 
-        backend = EtcdBackend(etcd_endpoints, prefix=etcd_prefix)
+        backend = EtcdBackend(etcd_endpoints, prefix=etcd_prefix, credentials=etcd_credentials)
     coordinator = Coordinator(data_dir, shard_nodes, shard_timeout=shard_timeout, write_timeout=write_timeout,
                               max_message_bytes=max_message_mb << 20, metadata=backend, address=address,
                               hedge_after=hedge_after, repair_interval=repair_interval)
@@ -227,6 +228,7 @@ async def _serve(address: str, data_dir: str, shard_nodes: list[str], *, shard_t
                                              "grpc_experiments": os.environ.get("GRPC_EXPERIMENTS", ""),
                                              "tls": tls is not None, "shard_tls": shard_tls_ca is not None,
                                              "shard_tls_client_cert": shard_tls_identity is not None,
+                                             "etcd_tls": etcd_credentials is not None,
                                              "api_keys": len(api_keys or ()),
                                              "cluster_secret": cluster_secret is not None})
     if port_file:
@@ -256,11 +258,13 @@ def serve(address: str, data_dir: str, shard_nodes: list[str], *, shard_timeout:
           cluster_secret: str | None = None, health_port: int | None = None, etcd_endpoints: list[str] | None = None,
           etcd_prefix: str = "/quiver/", hedge_after: float | None = None, repair_interval: float = 1.0,
           shard_tls_ca: bytes | None = None, shard_tls_server_name: str | None = None,
-          shard_tls_identity: tuple[bytes, bytes] | None = None) -> None:
+          shard_tls_identity: tuple[bytes, bytes] | None = None,
+          etcd_credentials: grpc.ChannelCredentials | None = None) -> None:
     """Run a coordinator until SIGTERM; then drain in-flight calls and close its metadata store.
 
     ``etcd_endpoints``: keep the metadata in etcd under ``etcd_prefix`` (shared
-    with other coordinators); none = the coordinator's own LMDB under data_dir.
+    with other coordinators; ``etcd_credentials``: over TLS, ``etcd.etcd_credentials``);
+    none = the coordinator's own LMDB under data_dir.
     ``cluster_secret`` is sent to the shard nodes on every call (they check it).
     ``health_port``: also serve grpc.health.v1 alone, in plaintext, on this port
     of the listen host (0 = any free port), for probes that cannot speak TLS.
@@ -273,4 +277,5 @@ def serve(address: str, data_dir: str, shard_nodes: list[str], *, shard_timeout:
                        api_keys=api_keys, tls=tls, cluster_secret=cluster_secret, health_port=health_port,
                        etcd_endpoints=etcd_endpoints or [], etcd_prefix=etcd_prefix, hedge_after=hedge_after,
                        repair_interval=repair_interval, shard_tls_ca=shard_tls_ca,
-                       shard_tls_server_name=shard_tls_server_name, shard_tls_identity=shard_tls_identity))
+                       shard_tls_server_name=shard_tls_server_name, shard_tls_identity=shard_tls_identity,
+                       etcd_credentials=etcd_credentials))

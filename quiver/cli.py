@@ -109,6 +109,22 @@ def _tls_credentials(tls_cert, tls_key, tls_client_ca=None):
     return _security_load(security.server_credentials, tls_cert, tls_key, client_ca)
 
 
+def _etcd_tls(ca, cert, key):
+    """Channel credentials to etcd from --etcd-tls-ca/-cert/-key, or None when no CA is given."""
+    from coordinator.etcd import etcd_credentials
+    from quiver import security
+
+    if bool(cert) != bool(key):
+        raise click.UsageError("--etcd-tls-cert and --etcd-tls-key go together "
+                               "(QUIVER_ETCD_TLS_CERT / QUIVER_ETCD_TLS_KEY)")
+    if cert and not ca:
+        raise click.UsageError("--etcd-tls-cert needs --etcd-tls-ca (QUIVER_ETCD_TLS_CA)")
+    if not ca:
+        return None
+    identity = _security_load(security.certificate_pair, cert, key) if cert else None
+    return etcd_credentials(_security_load(security.ca_certificates, ca), identity)
+
+
 @click.group(help=__doc__.split("\n\n")[0])
 def main() -> None:
     pass
@@ -149,6 +165,14 @@ def shard_node_cmd(listen, data_dir, metrics_port, port_file, grace, max_message
                    "--data-dir (one coordinator). [env QUIVER_ETCD_ENDPOINTS]")
 @click.option("--etcd-prefix", envvar="QUIVER_ETCD_PREFIX", default="/quiver/", show_default=True,
               help="Key prefix of this cluster's metadata in etcd. [env QUIVER_ETCD_PREFIX]")
+@click.option("--etcd-tls-ca", envvar="QUIVER_ETCD_TLS_CA", default=None, type=click.Path(dir_okay=False),
+              help="PEM CA certificate(s): call etcd over TLS (endpoints host:port or https://) and verify "
+                   "its certificate against these. Unset = plaintext. [env QUIVER_ETCD_TLS_CA]")
+@click.option("--etcd-tls-cert", envvar="QUIVER_ETCD_TLS_CERT", default=None, type=click.Path(dir_okay=False),
+              help="PEM client certificate (chain) shown to etcd, for an etcd with --client-cert-auth. "
+                   "Needs --etcd-tls-ca. [env QUIVER_ETCD_TLS_CERT]")
+@click.option("--etcd-tls-key", envvar="QUIVER_ETCD_TLS_KEY", default=None, type=click.Path(dir_okay=False),
+              help="PEM private key of --etcd-tls-cert. [env QUIVER_ETCD_TLS_KEY]")
 @click.option("--hedge-after", envvar="QUIVER_HEDGE_AFTER", type=float, default=None,
               help="Seconds after which a read also asks a shard's next replica (a hedged read; unset = off). "
                    "[env QUIVER_HEDGE_AFTER]")
@@ -184,7 +208,8 @@ def shard_node_cmd(listen, data_dir, metrics_port, port_file, grace, max_message
 def coordinator_cmd(listen, data_dir, metrics_port, port_file, grace, max_message_mb, log_level, shard_nodes,
                     shard_timeout, shard_write_timeout, api_keys_file, api_key_admin, api_key_read, tls_cert,
                     tls_key, health_port, shard_tls_ca, shard_tls_server_name, shard_tls_cert, shard_tls_key,
-                    cluster_secret_file, cluster_secret, etcd_endpoints, etcd_prefix, hedge_after, repair_interval):
+                    cluster_secret_file, cluster_secret, etcd_endpoints, etcd_prefix, etcd_tls_ca, etcd_tls_cert,
+                    etcd_tls_key, hedge_after, repair_interval):
     """Run the coordinator: the public and admin APIs, placement, fan-out and global merge."""
     from coordinator.server import serve
     from quiver import security
@@ -203,13 +228,14 @@ def coordinator_cmd(listen, data_dir, metrics_port, port_file, grace, max_messag
     shard_ca = _security_load(security.ca_certificates, shard_tls_ca) if shard_tls_ca else None
     shard_identity = (_security_load(security.certificate_pair, shard_tls_cert, shard_tls_key)
                       if shard_tls_cert else None)
+    etcd_tls = _etcd_tls(etcd_tls_ca, etcd_tls_cert, etcd_tls_key)
     setup_logging(log_level, role="coordinator")
     serve(listen, data_dir, [n for n in shard_nodes.split(",") if n.strip()], shard_timeout=shard_timeout,
           write_timeout=shard_write_timeout, metrics_port=metrics_port, port_file=port_file, grace=grace,
           max_message_mb=max_message_mb, api_keys=keys, tls=tls, cluster_secret=secret, health_port=health_port,
           etcd_endpoints=[e.strip() for e in etcd_endpoints.split(",") if e.strip()], etcd_prefix=etcd_prefix,
           hedge_after=hedge_after, repair_interval=repair_interval, shard_tls_ca=shard_ca,
-          shard_tls_server_name=shard_tls_server_name, shard_tls_identity=shard_identity)
+          shard_tls_server_name=shard_tls_server_name, shard_tls_identity=shard_identity, etcd_credentials=etcd_tls)
 
 
 _dir_option = click.option("--dir", "root", envvar="QUIVER_LOCAL_DIR", default=".quiver", show_default=True,

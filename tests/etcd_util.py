@@ -65,13 +65,14 @@ class EtcdHandle:
             return ""
 
 
-def _answers(endpoint: str, timeout: float) -> bool:
+def _answers(endpoint: str, timeout: float, credentials=None) -> bool:
     """True once etcd serves a linearizable Range (i.e. it has a leader)."""
     import grpc
 
     from quiver.etcd import rpc_pb2, rpc_pb2_grpc
 
-    with grpc.insecure_channel(endpoint) as channel:
+    with (grpc.insecure_channel(endpoint) if credentials is None
+          else grpc.secure_channel(endpoint, credentials)) as channel:
         try:
             rpc_pb2_grpc.KVStub(channel).Range(rpc_pb2.RangeRequest(key=b"\0"), timeout=timeout)
             return True
@@ -80,12 +81,16 @@ def _answers(endpoint: str, timeout: float) -> bool:
 
 
 def start_etcd(tmp_dir: str | os.PathLike, name: str = "quiver-test", timeout: float = START_TIMEOUT,
-               client_port: int | None = None, peer_port: int | None = None) -> EtcdHandle:
+               client_port: int | None = None, peer_port: int | None = None,
+               tls: tuple[Path, Path, Path | None] | None = None, probe_credentials=None) -> EtcdHandle:
     """Start etcd with its data under ``tmp_dir`` and wait (at most ``timeout`` s) until it answers.
 
     Ports default to free ones; to restart a stopped etcd with its data and
     endpoint, pass the same ``tmp_dir`` and ``name`` and the ports of the old
-    handle (``handle.client_port``, ``handle.peer_port``)."""
+    handle (``handle.client_port``, ``handle.peer_port``). ``tls``: (certificate,
+    key, client CA or None) PEM files: clients over TLS only, and with a client
+    CA only those presenting a certificate it issued (``--client-cert-auth``);
+    ``probe_credentials``: the gRPC channel credentials to ask it with then."""
     binary = etcd_binary()
     if not binary:
         raise EtcdUnavailable("no `etcd` binary on PATH: run scripts/ensure-etcd (./run test does)")
@@ -93,7 +98,8 @@ def start_etcd(tmp_dir: str | os.PathLike, name: str = "quiver-test", timeout: f
     root.mkdir(parents=True, exist_ok=True)
     data_dir, log_file = root / f"{name}.etcd", root / f"{name}.log"
     client_port, peer_port = client_port or _free_port(), peer_port or _free_port()
-    client_url, peer_url = f"http://127.0.0.1:{client_port}", f"http://127.0.0.1:{peer_port}"
+    client_url = f"{'https' if tls else 'http'}://127.0.0.1:{client_port}"
+    peer_url = f"http://127.0.0.1:{peer_port}"
     args = [
         binary,
         "--name", name,
@@ -106,6 +112,11 @@ def start_etcd(tmp_dir: str | os.PathLike, name: str = "quiver-test", timeout: f
         "--initial-cluster-state", "new",
         "--log-outputs", "stderr",
     ]
+    if tls:
+        cert, key, client_ca = tls
+        args += ["--cert-file", str(cert), "--key-file", str(key)]
+        if client_ca is not None:
+            args += ["--trusted-ca-file", str(client_ca), "--client-cert-auth"]
     with open(log_file, "ab") as log:
         proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     handle = EtcdHandle(f"127.0.0.1:{client_port}", data_dir, log_file, proc, client_port, peer_port)
@@ -113,7 +124,7 @@ def start_etcd(tmp_dir: str | os.PathLike, name: str = "quiver-test", timeout: f
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"etcd exited with code {proc.returncode} on start; log:\n{handle.log_tail()}")
-        if _answers(handle.endpoint, timeout=1.0):
+        if _answers(handle.endpoint, timeout=1.0, credentials=probe_credentials):
             return handle
         time.sleep(0.1)
     handle.stop()

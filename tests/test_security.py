@@ -358,3 +358,11 @@ def test_cli_refuses_a_bad_key_file_without_echoing_it(tmp_path):
     r = CliRunner().invoke(main, ["coordinator", "--data-dir", str(tmp_path / "d"), "--shard-nodes", "x:1",
                                   "--shard-tls-cert", str(keys), "--shard-tls-key", str(keys)])
     assert r.exit_code == 2 and "--shard-tls-cert needs --shard-tls-ca" in r.output
+    # TLS to etcd: the same pairing rules
+    etcd = ["coordinator", "--data-dir", str(tmp_path / "d"), "--etcd-endpoints", "127.0.0.1:1"]
+    r = CliRunner().invoke(main, [*etcd, "--etcd-tls-key", str(keys)])
+    assert r.exit_code == 2 and "--etcd-tls-cert and --etcd-tls-key go together" in r.output
+    r = CliRunner().invoke(main, [*etcd, "--etcd-tls-cert", str(keys), "--etcd-tls-key", str(keys)])
+    assert r.exit_code == 2 and "--etcd-tls-cert needs --etcd-tls-ca" in r.output
+    r = CliRunner().invoke(main, [*etcd, "--etcd-tls-ca", str(keys)])
+    assert r.exit_code == 2 and "no PEM certificate" in r.output and WRONG_KEY not in r.output
