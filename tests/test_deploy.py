@@ -275,6 +275,19 @@ def test_probes_ports_and_volumes_match_what_the_containers_do(overlay):
             f"{who(w, c)}: the kubelet's SIGKILL would cut the {params['grace']} s drain"
         assert pod["spec"]["securityContext"]["runAsUser"] == image_user
 
+        # every mount names exactly one volume of the pod (or a claim template), names are
+        # unique, and a volume's PVC is one the overlay makes: a patch that replaced a
+        # volume by its index once left the prod coordinator two "data" volumes and none
+        # for its cluster secret
+        volumes = [v["name"] for v in pod["spec"].get("volumes", [])]
+        templates = [t["metadata"]["name"] for t in w["spec"].get("volumeClaimTemplates", [])]
+        assert len(set(volumes + templates)) == len(volumes + templates), (who(w, c), volumes, templates)
+        missing = [m["name"] for m in c["volumeMounts"] if m["name"] not in volumes + templates]
+        assert not missing, f"{who(w, c)} mounts volumes the pod does not have: {missing}"
+        pvcs = {o["metadata"]["name"] for o in objs if o["kind"] == "PersistentVolumeClaim"}
+        for v in pod["spec"].get("volumes", []):
+            if "persistentVolumeClaim" in v:
+                assert v["persistentVolumeClaim"]["claimName"] in pvcs, (who(w, c), v)
         mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
         claims = {t["metadata"]["name"] for t in w["spec"].get("volumeClaimTemplates", [])} | {
             v["name"] for v in pod["spec"].get("volumes", []) if "persistentVolumeClaim" in v}
