@@ -394,7 +394,7 @@ def test_etcd_members_flags_and_endpoints_agree(overlay):
     n = sts["spec"]["replicas"]
     assert n >= 3 and n % 2 == 1, "an odd number of members, at least 3, keeps a quorum through one loss"
     pods = [f"{sts['metadata']['name']}-{i}" for i in range(n)]
-    peers = {p: f"http://{p}.{svc['metadata']['name']}.{ns}.svc:2380" for p in pods}
+    peers = {p: f"https://{p}.{svc['metadata']['name']}.{ns}.svc:2380" for p in pods}  # members speak TLS
     for pod in pods:
         env = etcd_member_env(c, pod)
         assert env["ETCD_NAME"] == pod
@@ -406,7 +406,11 @@ def test_etcd_members_flags_and_endpoints_agree(overlay):
         unknown = [k for k in etcd_member_env(c, pods[0]) if f"--{k[5:].lower().replace('_', '-')}" not in flags]
         assert not unknown, f"etcd has no flags for {unknown}"
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-    assert ports == {"client": 2379, "peer": 2380}
+    assert ports == {"client": 2379, "peer": 2380, "metrics": 2381}
+    env = etcd_member_env(c, pods[0])
+    assert env["ETCD_LISTEN_CLIENT_URLS"].startswith("https://") and env["ETCD_CLIENT_CERT_AUTH"] == "true"
+    assert env["ETCD_PEER_CLIENT_CERT_AUTH"] == "true" and env["ETCD_LISTEN_METRICS_URLS"] == "http://0.0.0.0:2381"
+    assert {c[p]["httpGet"]["port"] for p in ("readinessProbe", "livenessProbe")} == {"metrics"}
     (cw, cc), = [(w, c) for w, c in workloads(objs) if w["kind"] == "Deployment"]
     endpoints = parse_cli("coordinator", container_env(objs, cc))["etcd_endpoints"].split(",")
     assert endpoints == [f"{p}.{svc['metadata']['name']}.{ns}.svc:{ports['client']}" for p in pods]
@@ -447,7 +451,7 @@ def test_overlay_runs_as_local_processes(overlay, tmp_path):
     # the Secrets the manifests mount, as files here (the same paths under tmp_path/etc)
     admin_key = secrets.token_hex(16)
     etc = tmp_path / "etc"
-    for d in ("cluster", "api-keys", "tls", "shard-tls", "coordinator-tls"):
+    for d in ("cluster", "api-keys", "tls", "shard-tls", "coordinator-tls", "etcd-tls", "etcd-server"):
         (etc / d).mkdir(parents=True)
     (etc / "cluster" / "secret").write_text(secrets.token_hex(32) + "\n")
     (etc / "api-keys" / "keys.txt").write_text(f"{admin_key} admin\n")
@@ -459,6 +463,12 @@ def test_overlay_runs_as_local_processes(overlay, tmp_path):
     node_cert, _ = self_signed(etc / "shard-tls", f"DNS:{node_name}")
     client_cert, _ = self_signed(etc / "coordinator-tls", "DNS:quiver-coordinator")
     (etc / "shard-tls" / "ca.crt").write_bytes(node_cert.read_bytes() + client_cert.read_bytes())
+    # etcd's Secrets (prod): the members' certificate (here for 127.0.0.1, where they listen),
+    # trusted by the coordinators; the coordinators' client certificate, trusted by etcd
+    etcd_cert, _ = self_signed(etc / "etcd-server", "DNS:*.quiver-etcd.quiver.svc,IP:127.0.0.1")
+    etcd_client, _ = self_signed(etc / "etcd-tls", "DNS:quiver-coordinator")
+    (etc / "etcd-server" / "ca.crt").write_bytes(etcd_cert.read_bytes() + etcd_client.read_bytes())
+    shutil.copy(etcd_cert, etc / "etcd-tls" / "ca.crt")
     procs: dict[str, tuple[subprocess.Popen, Path, dict]] = {}  # pod name -> (process, log, container)
     etcds: list[subprocess.Popen] = []
     dns: dict[str, str] = {}  # a pod's "name.service.namespace.svc:port" -> the local "127.0.0.1:port"
@@ -496,16 +506,20 @@ def test_overlay_runs_as_local_processes(overlay, tmp_path):
             assert c["command"] == ["etcd"]
             svc = w["spec"]["serviceName"]
             pods = [f"{w['metadata']['name']}-{i}" for i in range(w["spec"]["replicas"])]
-            ports = {p: (_free_port(), _free_port()) for p in pods}
-            for p, (cp, pp) in ports.items():
+            ports = {p: (_free_port(), _free_port(), _free_port()) for p in pods}
+            for p, (cp, pp, _) in ports.items():
                 dns[f"{p}.{svc}.{ns}.svc:2379"], dns[f"{p}.{svc}.{ns}.svc:2380"] = f"127.0.0.1:{cp}", f"127.0.0.1:{pp}"
             for p in pods:
                 env = etcd_member_env(c, p)
-                cp, pp = ports[p]
+                cp, pp, mp = ports[p]
                 for k, v in env.items():
                     v = v.replace("0.0.0.0:2379", f"127.0.0.1:{cp}").replace("0.0.0.0:2380", f"127.0.0.1:{pp}")
+                    v = v.replace("0.0.0.0:2381", f"127.0.0.1:{mp}")
                     for name, addr in dns.items():
                         v = v.replace(name, addr)
+                    if v.startswith("/etc/etcd/tls/"):  # its mounted Secret, here files
+                        assert any(v.startswith(m["mountPath"] + "/") for m in c["volumeMounts"]), (p, k, v)
+                        v = str(etc / "etcd-server" / v[len("/etc/etcd/tls/"):])
                     env[k] = v
                 env["ETCD_DATA_DIR"] = str(tmp_path / p)
                 with open(tmp_path / f"{p}.log", "wb") as out:
@@ -515,7 +529,9 @@ def test_overlay_runs_as_local_processes(overlay, tmp_path):
             for p in pods:
                 while True:
                     try:
-                        url = f"http://127.0.0.1:{ports[p][0]}{c['readinessProbe']['httpGet']['path']}"
+                        probe = c["readinessProbe"]["httpGet"]
+                        port = ports[p][("client", "peer", "metrics").index(probe["port"])]
+                        url = f"http://127.0.0.1:{port}{probe['path']}"
                         if json.loads(urllib.request.urlopen(url, timeout=2).read()).get("health") == "true":
                             break
                     except OSError:
