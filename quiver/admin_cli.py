@@ -64,9 +64,9 @@ class Conn:
     """The connection options of one command; the client is made on first use."""
 
     def __init__(self, address: str, api_key: str | None, tls_ca: str | None, tls: bool, timeout: float,
-                 as_json: bool):
+                 as_json: bool, tls_cert: str | None = None, tls_key: str | None = None):
         self.address, self.timeout, self.as_json = address, timeout, as_json
-        self._kw = dict(api_key=api_key or None, ca_cert=tls_ca, tls=tls)
+        self._kw = dict(api_key=api_key or None, ca_cert=tls_ca, tls=tls, tls_cert=tls_cert, tls_key=tls_key)
         self._client: AdminClient | None = None
 
     def __repr__(self) -> str:  # never the key
@@ -96,6 +96,13 @@ def _conn_options(fn):
                      help="Connect over TLS, trusting this PEM CA certificate. [env QUIVER_TLS_CA]"),
         click.option("--tls", envvar="QUIVER_TLS", is_flag=True, default=False,
                      help="Connect over TLS, trusting the system's roots. [env QUIVER_TLS]"),
+        click.option("--tls-cert", envvar="QUIVER_CLIENT_TLS_CERT", default=None,
+                     type=click.Path(exists=True, dir_okay=False),
+                     help="Client certificate (PEM), for a coordinator that requires one (mutual TLS). "
+                          "[env QUIVER_CLIENT_TLS_CERT]"),
+        click.option("--tls-key", envvar="QUIVER_CLIENT_TLS_KEY", default=None,
+                     type=click.Path(exists=True, dir_okay=False),
+                     help="Private key (PEM) of --tls-cert. [env QUIVER_CLIENT_TLS_KEY]"),
         click.option("--timeout", envvar="QUIVER_TIMEOUT", type=click.FloatRange(min=0, min_open=True),
                      default=600.0, show_default=True,
                      help="Deadline in seconds of each call, and of waiting for an operation. [env QUIVER_TIMEOUT]"),
@@ -124,8 +131,11 @@ def _command(group: click.Group, name: str, **kw):
 
     def wrap(fn):
         @functools.wraps(fn)
-        def run(address, api_key, tls_ca, tls, timeout, as_json, **kwargs):
-            conn = Conn(address, api_key, tls_ca, tls, timeout, as_json)
+        def run(address, api_key, tls_ca, tls, tls_cert, tls_key, timeout, as_json, **kwargs):
+            if bool(tls_cert) != bool(tls_key):
+                _fail("--tls-cert and --tls-key go together (QUIVER_CLIENT_TLS_CERT / QUIVER_CLIENT_TLS_KEY)",
+                      EXIT_USAGE)
+            conn = Conn(address, api_key, tls_ca, tls, timeout, as_json, tls_cert, tls_key)
             try:
                 return fn(conn, **kwargs)
             except E.QuiverError as e:

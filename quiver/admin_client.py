@@ -179,17 +179,19 @@ class AdminClient:
     timeout: default deadline of each call, in seconds (None = none); a
     snapshot or restore stream gets it as a whole.
     api_key: an admin key, sent on every call as ``authorization: Bearer <key>``.
-    tls / ca_cert / tls_server_name: as :class:`quiver.client.Client`.
+    tls / ca_cert / tls_server_name / tls_cert / tls_key: as :class:`quiver.client.Client`.
     """
 
     def __init__(self, address: str = "localhost:6334", *, timeout: float | None = 600.0,
                  max_message_mb: int = DEFAULT_MAX_MESSAGE_MB, channel: grpc.Channel | None = None,
                  api_key: str | None = None, tls: bool = False, ca_cert: str | Path | None = None,
-                 tls_server_name: str | None = None):
+                 tls_server_name: str | None = None, tls_cert: str | Path | None = None,
+                 tls_key: str | Path | None = None):
         self.address = address
         self.timeout = timeout
         self._channel = channel or open_channel(address, max_message_bytes=max_message_mb << 20, tls=tls,
-                                                ca_cert=ca_cert, tls_server_name=tls_server_name)
+                                                ca_cert=ca_cert, tls_server_name=tls_server_name,
+                                                tls_cert=tls_cert, tls_key=tls_key)
         # Metadata on each call rather than an interceptor: it covers the streaming calls too.
         self._metadata = (("authorization", f"Bearer {api_key}"),) if api_key else None
         self._admin = apb_grpc.QuiverAdminStub(self._channel)

@@ -78,13 +78,17 @@ def _cluster_secret_options(fn):
     return fn
 
 
-def _tls_server_options(what: str):
+def _tls_server_options(what: str, client: str):
     def wrap(fn):
         opts = [
             click.option("--tls-cert", envvar="QUIVER_TLS_CERT", default=None, type=click.Path(dir_okay=False),
                          help=f"PEM certificate (chain): serve {what} over TLS. [env QUIVER_TLS_CERT]"),
             click.option("--tls-key", envvar="QUIVER_TLS_KEY", default=None, type=click.Path(dir_okay=False),
                          help="PEM private key of --tls-cert. [env QUIVER_TLS_KEY]"),
+            click.option("--tls-client-ca", envvar="QUIVER_TLS_CLIENT_CA", default=None,
+                         type=click.Path(dir_okay=False),
+                         help="PEM CA certificate(s): mutual TLS, serve only callers presenting a certificate "
+                              f"these issued ({client}). Needs --tls-cert. [env QUIVER_TLS_CLIENT_CA]"),
             click.option("--health-port", envvar="QUIVER_HEALTH_PORT", type=int, default=None,
                          help="Also serve grpc.health.v1 alone, in plaintext, on this port (0 = any free port; "
                               "unset = off): for probes that cannot speak TLS, such as the kubelet's gRPC probes. "
@@ -135,10 +139,7 @@ def main() -> None:
 @click.option("--workers", envvar="QUIVER_WORKERS", type=int, default=16, show_default=True,
               help="gRPC handler threads; searches run in them, in parallel. Each coordinator's search "
                    "streams hold 2 of them (coordinator/search_stream.py). [env QUIVER_WORKERS]")
-@_tls_server_options("the shard node's API")
-@click.option("--tls-client-ca", envvar="QUIVER_TLS_CLIENT_CA", default=None, type=click.Path(dir_okay=False),
-              help="PEM CA certificate(s): mutual TLS, serve only callers presenting a certificate these signed "
-                   "(the coordinator's --shard-tls-cert). Needs --tls-cert. [env QUIVER_TLS_CLIENT_CA]")
+@_tls_server_options("the shard node's API", "the coordinator's --shard-tls-cert")
 @_cluster_secret_options
 def shard_node_cmd(listen, data_dir, metrics_port, port_file, grace, max_message_mb, log_level, workers,
                    tls_cert, tls_key, health_port, tls_client_ca, cluster_secret_file, cluster_secret):
@@ -192,7 +193,7 @@ def shard_node_cmd(listen, data_dir, metrics_port, port_file, grace, max_message
               help="Admin key(s), comma-separated; set through the environment. [env QUIVER_API_KEY_ADMIN]")
 @click.option("--api-key-read", envvar="QUIVER_API_KEY_READ", default=None, hidden=True,
               help="Read-only key(s), comma-separated; set through the environment. [env QUIVER_API_KEY_READ]")
-@_tls_server_options("the public and admin APIs")
+@_tls_server_options("the public and admin APIs", "clients' tls_cert, `quiver admin --tls-cert`")
 @click.option("--shard-tls-ca", envvar="QUIVER_SHARD_TLS_CA", default=None, type=click.Path(dir_okay=False),
               help="PEM CA certificate(s): call the shard nodes over TLS (they serve it with --tls-cert) and "
                    "verify their certificates against these. Unset = plaintext. [env QUIVER_SHARD_TLS_CA]")
@@ -207,7 +208,7 @@ def shard_node_cmd(listen, data_dir, metrics_port, port_file, grace, max_message
 @_cluster_secret_options
 def coordinator_cmd(listen, data_dir, metrics_port, port_file, grace, max_message_mb, log_level, shard_nodes,
                     shard_timeout, shard_write_timeout, api_keys_file, api_key_admin, api_key_read, tls_cert,
-                    tls_key, health_port, shard_tls_ca, shard_tls_server_name, shard_tls_cert, shard_tls_key,
+                    tls_key, tls_client_ca, health_port, shard_tls_ca, shard_tls_server_name, shard_tls_cert, shard_tls_key,
                     cluster_secret_file, cluster_secret, etcd_endpoints, etcd_prefix, etcd_tls_ca, etcd_tls_cert,
                     etcd_tls_key, hedge_after, repair_interval):
     """Run the coordinator: the public and admin APIs, placement, fan-out and global merge."""
@@ -217,7 +218,7 @@ def coordinator_cmd(listen, data_dir, metrics_port, port_file, grace, max_messag
 
     keys = _security_load(security.load_api_keys, api_keys_file, admin=api_key_admin, read=api_key_read)
     secret = _security_load(security.load_cluster_secret, cluster_secret_file, cluster_secret)
-    tls = _tls_credentials(tls_cert, tls_key)
+    tls = _tls_credentials(tls_cert, tls_key, tls_client_ca)
     if shard_tls_server_name and not shard_tls_ca:
         raise click.UsageError("--shard-tls-server-name needs --shard-tls-ca (QUIVER_SHARD_TLS_CA)")
     if bool(shard_tls_cert) != bool(shard_tls_key):

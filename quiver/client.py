@@ -183,14 +183,21 @@ class _ApiKeyInterceptor(grpc.UnaryUnaryClientInterceptor):
 
 
 def open_channel(address: str, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_MB << 20, tls: bool = False,
-                 ca_cert: str | Path | None = None, tls_server_name: str | None = None) -> grpc.Channel:
-    """A channel to a coordinator: plaintext, or TLS trusting ``ca_cert`` (None = the system's roots)."""
+                 ca_cert: str | Path | None = None, tls_server_name: str | None = None,
+                 tls_cert: str | Path | None = None, tls_key: str | Path | None = None) -> grpc.Channel:
+    """A channel to a coordinator: plaintext, or TLS trusting ``ca_cert`` (None = the
+    system's roots), showing the client certificate ``tls_cert`` (with its key ``tls_key``)
+    to a coordinator that asks for one."""
     options = message_options(max_message_bytes)
-    if tls or ca_cert:
+    if bool(tls_cert) != bool(tls_key):
+        raise ValueError("tls_cert and tls_key go together")
+    if tls or ca_cert or tls_cert:
         if tls_server_name:
             options.append(("grpc.ssl_target_name_override", tls_server_name))
         roots = Path(ca_cert).read_bytes() if ca_cert else None
-        return grpc.secure_channel(address, grpc.ssl_channel_credentials(root_certificates=roots), options)
+        cert, key = (Path(tls_cert).read_bytes(), Path(tls_key).read_bytes()) if tls_cert else (None, None)
+        return grpc.secure_channel(address, grpc.ssl_channel_credentials(root_certificates=roots, private_key=key,
+                                                                         certificate_chain=cert), options)
     return grpc.insecure_channel(address, options=options)
 
 
@@ -203,7 +210,9 @@ class Client:
     coordinator that requires keys.
     tls: connect over TLS, trusting ``ca_cert`` (a PEM file; None = the system's
     roots); ``tls_server_name`` overrides the name checked against the
-    certificate (when the address is not one of its names).
+    certificate (when the address is not one of its names); ``tls_cert`` and
+    ``tls_key`` (PEM files): the client certificate for a coordinator that
+    requires one (``--tls-client-ca``).
     search_stream: send searches on one long-lived stream (``Quiver.SearchStream``,
     see quiver/client_stream.py) rather than a unary call each; same results
     and errors, less work per search on both sides.
@@ -212,13 +221,14 @@ class Client:
     def __init__(self, address: str = "localhost:6334", *, timeout: float | None = 300.0,
                  max_message_mb: int = DEFAULT_MAX_MESSAGE_MB, channel: grpc.Channel | None = None,
                  api_key: str | None = None, tls: bool = False, ca_cert: str | Path | None = None,
-                 tls_server_name: str | None = None, search_stream: bool = True):
+                 tls_server_name: str | None = None, search_stream: bool = True,
+                 tls_cert: str | Path | None = None, tls_key: str | Path | None = None):
         self.address = address
         self.timeout = timeout
         self.max_message_bytes = max_message_mb << 20
         if channel is None:
             channel = open_channel(address, max_message_bytes=self.max_message_bytes, tls=tls, ca_cert=ca_cert,
-                                   tls_server_name=tls_server_name)
+                                   tls_server_name=tls_server_name, tls_cert=tls_cert, tls_key=tls_key)
         self._raw_channel = channel  # readiness is watched on the channel itself
         self._channel = grpc.intercept_channel(channel, _ApiKeyInterceptor(api_key)) if api_key else channel
         self._stub = pb_grpc.QuiverStub(self._channel)

@@ -42,6 +42,9 @@ class Cluster:
         (root / "coordinator-client").mkdir()
         # the certificate the coordinator presents to the nodes (its own CA: the nodes trust it)
         self.client_cert, self.client_key = self_signed(root / "coordinator-client", "DNS:quiver-coordinator")
+        (root / "app").mkdir()
+        # an application's certificate, which the coordinator requires (its own CA: trusted by it)
+        self.app_cert, self.app_key = self_signed(root / "app", "DNS:quiver-app")
         (root / "keys.txt").write_text(f"# test keys\n{ADMIN_KEY} admin\n\n{READ_KEY} read\n")
         (root / "secret").write_text(SECRET + "\n")
         self.procs, self.logs = [], []
@@ -63,7 +66,7 @@ class Cluster:
         p = spawn("coordinator", ["--listen", "127.0.0.1:0", "--data-dir", str(root / "coord"), "--grace", "2",
                                   "--shard-nodes", ",".join(self.nodes), "--api-keys-file", str(root / "keys.txt"),
                                   "--tls-cert", str(self.cert), "--tls-key", str(self.key), "--health-port", "0",
-                                  "--shard-tls-ca", str(self.cert), "--shard-tls-cert", str(self.client_cert),
+                                  "--tls-client-ca", str(self.app_cert), "--shard-tls-ca", str(self.cert), "--shard-tls-cert", str(self.client_cert),
                                   "--shard-tls-key", str(self.client_key), *secret], root / "coord.port", log)
         self.procs.append(p)
         self.logs.append(log)
@@ -77,7 +80,8 @@ class Cluster:
                                             certificate_chain=self.client_cert.read_bytes())
 
     def client(self, api_key: str | None = None, **kw) -> Client:
-        return Client(self.address, timeout=60, api_key=api_key, tls=True, ca_cert=self.cert, **kw)
+        return Client(self.address, timeout=60, api_key=api_key, tls=True, ca_cert=self.cert,
+                      tls_cert=self.app_cert, tls_key=self.app_key, **kw)
 
     def close(self) -> None:
         terminate([p.pid for p in self.procs], timeout=10)
@@ -103,7 +107,8 @@ def cluster(tmp_path_factory):
 
 
 def test_health_needs_no_key(cluster):
-    creds = grpc.ssl_channel_credentials(cluster.cert.read_bytes())
+    creds = grpc.ssl_channel_credentials(cluster.cert.read_bytes(), private_key=cluster.app_key.read_bytes(),
+                                         certificate_chain=cluster.app_cert.read_bytes())
     with grpc.secure_channel(cluster.address, creds) as ch:
         r = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
         assert r.status == health_pb2.HealthCheckResponse.SERVING
@@ -168,7 +173,8 @@ def test_admin_key_does_everything(cluster):
 
 
 def test_x_api_key_header_works_too(cluster):
-    creds = grpc.ssl_channel_credentials(cluster.cert.read_bytes())
+    creds = grpc.ssl_channel_credentials(cluster.cert.read_bytes(), private_key=cluster.app_key.read_bytes(),
+                                         certificate_chain=cluster.app_cert.read_bytes())
     with grpc.secure_channel(cluster.address, creds) as ch:
         from quiver.v1 import quiver_pb2 as pb
         from quiver.v1 import quiver_pb2_grpc as pb_grpc
@@ -183,6 +189,30 @@ def test_plaintext_client_to_the_tls_port_fails(cluster):
         with pytest.raises(Exception) as e:  # noqa: PT011 - UNAVAILABLE or DEADLINE_EXCEEDED, by timing
             c.list_collections()
         assert type(e.value).__name__ in ("Unavailable", "DeadlineExceeded")
+
+
+def test_coordinator_serves_only_clients_with_a_certificate(cluster, tmp_path):
+    """The coordinator started with --tls-client-ca: a client that trusts its CA and holds
+    an admin key gets no connection without a certificate that CA issued, or with one
+    from another CA; `quiver admin` shows its certificate with --tls-cert/--tls-key."""
+    from click.testing import CliRunner
+
+    from quiver.admin_cli import admin
+
+    other_cert, other_key = self_signed(tmp_path, "DNS:quiver-app")
+    for kw in ({}, {"tls_cert": other_cert, "tls_key": other_key}):
+        with Client(cluster.address, timeout=5, api_key=ADMIN_KEY, tls=True, ca_cert=cluster.cert, **kw) as c:
+            with pytest.raises(Exception) as e:  # noqa: PT011
+                c.list_collections()
+            assert type(e.value).__name__ in ("Unavailable", "DeadlineExceeded")
+    base = ["--address", cluster.address, "--tls-ca", str(cluster.cert), "--api-key", ADMIN_KEY, "--timeout", "10"]
+    r = CliRunner().invoke(admin, ["status", *base, "--json"])
+    assert r.exit_code == 4, r.output  # unreachable: no handshake without a certificate
+    r = CliRunner().invoke(admin, ["status", *base, "--json", "--tls-cert", str(cluster.app_cert)])
+    assert r.exit_code == 2 and "go together" in r.output
+    r = CliRunner().invoke(admin, ["status", *base, "--json", "--tls-cert", str(cluster.app_cert),
+                                   "--tls-key", str(cluster.app_key)])
+    assert r.exit_code == 0, r.output
 
 
 def test_tls_client_without_the_ca_fails(cluster):
