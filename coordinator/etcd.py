@@ -100,13 +100,6 @@ def parse_endpoints(endpoints: str | list[str], tls: bool = False) -> list[str]:
     return out
 
 
-def etcd_credentials(ca: bytes, identity: tuple[bytes, bytes] | None = None) -> grpc.ChannelCredentials:
-    """TLS to etcd: trust the PEM CA certificate(s) ``ca``; ``identity``: (certificate
-    chain, private key) PEM shown to etcd when it checks clients (``--client-cert-auth``)."""
-    cert, key = identity if identity is not None else (None, None)
-    return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
-
-
 class EtcdBackend(MetaBackend):
     """The coordinator's metadata in etcd, shared by every coordinator of the cluster.
 
@@ -116,7 +109,7 @@ class EtcdBackend(MetaBackend):
     how long a watch or keep-alive keeps reopening its stream while every
     endpoint fails before it gives up (``Unavailable``). ``on_lease_lost(lease)``
     is called when etcd says a lease we renew has expired (its keys are gone).
-    ``credentials``: call etcd over TLS (``etcd_credentials``); None = plaintext.
+    ``credentials``: call etcd over TLS (``security.channel_credentials``); None = plaintext.
 
     Create it inside the event loop that uses it (grpc.aio channels belong to a loop).
     """

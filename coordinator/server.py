@@ -263,7 +263,7 @@ def serve(address: str, data_dir: str, shard_nodes: list[str], *, shard_timeout:
     """Run a coordinator until SIGTERM; then drain in-flight calls and close its metadata store.
 
     ``etcd_endpoints``: keep the metadata in etcd under ``etcd_prefix`` (shared
-    with other coordinators; ``etcd_credentials``: over TLS, ``etcd.etcd_credentials``);
+    with other coordinators; ``etcd_credentials``: over TLS, ``security.channel_credentials``);
     none = the coordinator's own LMDB under data_dir.
     ``cluster_secret`` is sent to the shard nodes on every call (they check it).
     ``health_port``: also serve grpc.health.v1 alone, in plaintext, on this port

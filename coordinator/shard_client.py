@@ -23,7 +23,7 @@ import numpy as np
 
 from coordinator.errors import error_from_rpc
 from coordinator.search_stream import NodeSearchStreams
-from quiver import convert
+from quiver import convert, security
 from quiver.serving import message_options
 from quiver.v1 import shard_node_pb2 as pb
 from quiver.v1 import shard_node_pb2_grpc as pb_grpc
@@ -78,9 +78,7 @@ class NodePool:
         private key) PEM presented to the nodes (mutual TLS). Set it before the first call."""
         if self._stubs:
             raise RuntimeError("set the shard-call TLS before the first shard call")
-        cert, key = identity if identity is not None else (None, None)
-        self._credentials = grpc.ssl_channel_credentials(root_certificates=root_certificates,
-                                                         private_key=key, certificate_chain=cert)
+        self._credentials = security.channel_credentials(root_certificates, identity)
         if server_name:
             self._options = self._options + [("grpc.ssl_target_name_override", server_name)]
 

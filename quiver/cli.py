@@ -113,20 +113,36 @@ def _tls_credentials(tls_cert, tls_key, tls_client_ca=None):
     return _security_load(security.server_credentials, tls_cert, tls_key, client_ca)
 
 
-def _etcd_tls(ca, cert, key):
-    """Channel credentials to etcd from --etcd-tls-ca/-cert/-key, or None when no CA is given."""
-    from coordinator.etcd import etcd_credentials
+def _client_tls_options(name: str, ca_help: str, cert_help: str):
+    """--<name>-tls-ca, -cert and -key (env QUIVER_<NAME>_TLS_*): TLS for the coordinator's calls out."""
+    env = f"QUIVER_{name.upper()}_TLS"
+
+    def wrap(fn):
+        opts = [
+            click.option(f"--{name}-tls-ca", envvar=f"{env}_CA", default=None, type=click.Path(dir_okay=False),
+                         help=f"PEM CA certificate(s): {ca_help}. Unset = plaintext. [env {env}_CA]"),
+            click.option(f"--{name}-tls-cert", envvar=f"{env}_CERT", default=None, type=click.Path(dir_okay=False),
+                         help=f"PEM certificate (chain) {cert_help}. Needs --{name}-tls-ca. [env {env}_CERT]"),
+            click.option(f"--{name}-tls-key", envvar=f"{env}_KEY", default=None, type=click.Path(dir_okay=False),
+                         help=f"PEM private key of --{name}-tls-cert. [env {env}_KEY]"),
+        ]
+        for opt in reversed(opts):
+            fn = opt(fn)
+        return fn
+    return wrap
+
+
+def _client_tls_files(name: str, ca, cert, key) -> tuple[bytes | None, tuple[bytes, bytes] | None]:
+    """(CA PEM or None, (certificate, key) PEM or None) from --<name>-tls-ca/-cert/-key."""
     from quiver import security
 
+    flag, env = f"--{name}-tls", f"QUIVER_{name.upper()}_TLS"
     if bool(cert) != bool(key):
-        raise click.UsageError("--etcd-tls-cert and --etcd-tls-key go together "
-                               "(QUIVER_ETCD_TLS_CERT / QUIVER_ETCD_TLS_KEY)")
+        raise click.UsageError(f"{flag}-cert and {flag}-key go together ({env}_CERT / {env}_KEY)")
     if cert and not ca:
-        raise click.UsageError("--etcd-tls-cert needs --etcd-tls-ca (QUIVER_ETCD_TLS_CA)")
-    if not ca:
-        return None
-    identity = _security_load(security.certificate_pair, cert, key) if cert else None
-    return etcd_credentials(_security_load(security.ca_certificates, ca), identity)
+        raise click.UsageError(f"{flag}-cert needs {flag}-ca ({env}_CA)")
+    return (_security_load(security.ca_certificates, ca) if ca else None,
+            _security_load(security.certificate_pair, cert, key) if cert else None)
 
 
 @click.group(help=__doc__.split("\n\n")[0])
@@ -166,14 +182,8 @@ def shard_node_cmd(listen, data_dir, metrics_port, port_file, grace, max_message
                    "--data-dir (one coordinator). [env QUIVER_ETCD_ENDPOINTS]")
 @click.option("--etcd-prefix", envvar="QUIVER_ETCD_PREFIX", default="/quiver/", show_default=True,
               help="Key prefix of this cluster's metadata in etcd. [env QUIVER_ETCD_PREFIX]")
-@click.option("--etcd-tls-ca", envvar="QUIVER_ETCD_TLS_CA", default=None, type=click.Path(dir_okay=False),
-              help="PEM CA certificate(s): call etcd over TLS (endpoints host:port or https://) and verify "
-                   "its certificate against these. Unset = plaintext. [env QUIVER_ETCD_TLS_CA]")
-@click.option("--etcd-tls-cert", envvar="QUIVER_ETCD_TLS_CERT", default=None, type=click.Path(dir_okay=False),
-              help="PEM client certificate (chain) shown to etcd, for an etcd with --client-cert-auth. "
-                   "Needs --etcd-tls-ca. [env QUIVER_ETCD_TLS_CERT]")
-@click.option("--etcd-tls-key", envvar="QUIVER_ETCD_TLS_KEY", default=None, type=click.Path(dir_okay=False),
-              help="PEM private key of --etcd-tls-cert. [env QUIVER_ETCD_TLS_KEY]")
+@_client_tls_options("etcd", "call etcd over TLS (endpoints host:port or https://) and verify its "
+                             "certificate against these", "shown to etcd, for an etcd with --client-cert-auth")
 @click.option("--hedge-after", envvar="QUIVER_HEDGE_AFTER", type=float, default=None,
               help="Seconds after which a read also asks a shard's next replica (a hedged read; unset = off). "
                    "[env QUIVER_HEDGE_AFTER]")
@@ -194,17 +204,13 @@ def shard_node_cmd(listen, data_dir, metrics_port, port_file, grace, max_message
 @click.option("--api-key-read", envvar="QUIVER_API_KEY_READ", default=None, hidden=True,
               help="Read-only key(s), comma-separated; set through the environment. [env QUIVER_API_KEY_READ]")
 @_tls_server_options("the public and admin APIs", "clients' tls_cert, `quiver admin --tls-cert`")
-@click.option("--shard-tls-ca", envvar="QUIVER_SHARD_TLS_CA", default=None, type=click.Path(dir_okay=False),
-              help="PEM CA certificate(s): call the shard nodes over TLS (they serve it with --tls-cert) and "
-                   "verify their certificates against these. Unset = plaintext. [env QUIVER_SHARD_TLS_CA]")
+@_client_tls_options("shard", "call the shard nodes over TLS (they serve it with --tls-cert) and verify "
+                              "their certificates against these",
+                     "this coordinator presents to the shard nodes (mutual TLS: nodes started with "
+                     "--tls-client-ca)")
 @click.option("--shard-tls-server-name", envvar="QUIVER_SHARD_TLS_SERVER_NAME", default=None,
               help="The name every shard node's certificate is checked for, instead of the host it is reached "
                    "by (one certificate for all nodes). [env QUIVER_SHARD_TLS_SERVER_NAME]")
-@click.option("--shard-tls-cert", envvar="QUIVER_SHARD_TLS_CERT", default=None, type=click.Path(dir_okay=False),
-              help="PEM certificate (chain) this coordinator presents to the shard nodes (mutual TLS: nodes "
-                   "started with --tls-client-ca). Needs --shard-tls-ca. [env QUIVER_SHARD_TLS_CERT]")
-@click.option("--shard-tls-key", envvar="QUIVER_SHARD_TLS_KEY", default=None, type=click.Path(dir_okay=False),
-              help="PEM private key of --shard-tls-cert. [env QUIVER_SHARD_TLS_KEY]")
 @_cluster_secret_options
 def coordinator_cmd(listen, data_dir, metrics_port, port_file, grace, max_message_mb, log_level, shard_nodes,
                     shard_timeout, shard_write_timeout, api_keys_file, api_key_admin, api_key_read, tls_cert,
@@ -221,15 +227,9 @@ def coordinator_cmd(listen, data_dir, metrics_port, port_file, grace, max_messag
     tls = _tls_credentials(tls_cert, tls_key, tls_client_ca)
     if shard_tls_server_name and not shard_tls_ca:
         raise click.UsageError("--shard-tls-server-name needs --shard-tls-ca (QUIVER_SHARD_TLS_CA)")
-    if bool(shard_tls_cert) != bool(shard_tls_key):
-        raise click.UsageError("--shard-tls-cert and --shard-tls-key go together "
-                               "(QUIVER_SHARD_TLS_CERT / QUIVER_SHARD_TLS_KEY)")
-    if shard_tls_cert and not shard_tls_ca:
-        raise click.UsageError("--shard-tls-cert needs --shard-tls-ca (QUIVER_SHARD_TLS_CA)")
-    shard_ca = _security_load(security.ca_certificates, shard_tls_ca) if shard_tls_ca else None
-    shard_identity = (_security_load(security.certificate_pair, shard_tls_cert, shard_tls_key)
-                      if shard_tls_cert else None)
-    etcd_tls = _etcd_tls(etcd_tls_ca, etcd_tls_cert, etcd_tls_key)
+    shard_ca, shard_identity = _client_tls_files("shard", shard_tls_ca, shard_tls_cert, shard_tls_key)
+    etcd_ca, etcd_identity = _client_tls_files("etcd", etcd_tls_ca, etcd_tls_cert, etcd_tls_key)
+    etcd_tls = None if etcd_ca is None else security.channel_credentials(etcd_ca, etcd_identity)
     setup_logging(log_level, role="coordinator")
     serve(listen, data_dir, [n for n in shard_nodes.split(",") if n.strip()], shard_timeout=shard_timeout,
           write_timeout=shard_write_timeout, metrics_port=metrics_port, port_file=port_file, grace=grace,

@@ -191,6 +191,14 @@ def certificate_pair(cert: str | Path, key: str | Path) -> tuple[bytes, bytes]:
     return cert_pem, key_pem
 
 
+def channel_credentials(ca: bytes, identity: tuple[bytes, bytes] | None = None) -> grpc.ChannelCredentials:
+    """TLS for calls out (to shard nodes, to etcd): trust the PEM CA certificate(s)
+    ``ca``; ``identity``: (certificate chain, private key) PEM shown to a server that
+    checks its callers' certificates (mutual TLS)."""
+    cert, key = identity if identity is not None else (None, None)
+    return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
+
+
 def ca_certificates(path: str | Path) -> bytes:
     """The PEM CA certificate(s) in ``path``, to verify servers' certificates by."""
     try:

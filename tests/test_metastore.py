@@ -489,10 +489,11 @@ def test_etcd_over_tls_with_client_certificates(tmp_path):
     coordinator started with --etcd-tls-* keeps its metadata there."""
     import grpc
 
-    from coordinator.etcd import EtcdBackend, etcd_credentials
+    from coordinator.etcd import EtcdBackend
     from etcd_util import EtcdUnavailable, start_etcd
     from quiver.client import Client
     from quiver.local import spawn, terminate, wait_port_file
+    from quiver.security import channel_credentials as etcd_credentials
     from tls_util import self_signed
 
     for d in ("server", "client"):
